@@ -1,0 +1,39 @@
+# embdrift: every target creates or updates the virtualenv it needs, so a fresh machine
+# needs nothing beyond Python 3.11 and make.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Pinned versions for every install (also applied inside pip's isolated build envs).
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.core: $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.core
+	$(BIN)/pip install -q -e ".[test,dev,serve]"
+	touch $@
+
+demo: $(VENV)/.core
+	$(BIN)/embdrift demo --out demo-output
+
+test: $(VENV)/.test
+	bash scripts/system-deps.sh
+	$(BIN)/python -m pytest --durations=15
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check src tests benchmarks site
+	$(BIN)/ruff format --check src tests benchmarks site
+	$(BIN)/mypy
+
+bench: $(VENV)/.test
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) demo-output .embdrift .pytest_cache

@@ -1,0 +1,135 @@
+"""Frozen projections: a PCA fitted once on reference rows and then never refitted."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import numpy.typing as npt
+
+from embdrift._validation import as_embeddings, check_int
+from embdrift.errors import ReferenceFormatError
+
+__all__ = ["FrozenPCA"]
+
+
+class FrozenPCA:
+    """Principal components of the reference, frozen so that every window is seen the same way.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of leading components to keep. Reduced to ``min(n_components, d, n_fit - 1)``
+        when the fit sample is smaller; the kept number is ``n_components_``.
+
+    Notes
+    -----
+    The components are the leading eigenvectors of the sample covariance
+    :math:`C = X_c^\\top X_c / (n - 1)` (computed in float64, so fitting costs
+    :math:`O(n d^2 + d^3)` and is linear in the number of rows). Sign convention: each component
+    is oriented so that its loading of largest magnitude is positive (the convention of
+    scikit-learn's ``svd_flip``). Two fits on samples of one distribution therefore give the same
+    orientation of PC1: a flip would need the largest loading of one fit to change sign in the
+    other.
+
+    ``scale_`` holds the standard deviation of each component's scores on the fit rows, so
+    ``standardize`` returns scores in units of the reference standard deviation.
+    """
+
+    def __init__(self, n_components: int = 10) -> None:
+        self.n_components = n_components
+
+    def fit(self, x: npt.ArrayLike) -> FrozenPCA:
+        """Fit on the rows of ``x`` (n, d); returns self."""
+        check_int(self.n_components, name="n_components", low=1)
+        arr = as_embeddings(x, name="x", min_rows=3)
+        n, d = arr.shape
+        k = min(self.n_components, d, n - 1)
+        mean = arr.mean(axis=0, dtype=np.float64)
+        centered = arr.astype(np.float64) - mean
+        cov = centered.T @ centered / (n - 1)
+        eigval, eigvec = np.linalg.eigh(cov)
+        order = np.argsort(eigval)[::-1][:k]
+        components = eigvec[:, order].T
+        top = np.argmax(np.abs(components), axis=1)
+        signs = np.sign(components[np.arange(k), top])
+        components *= signs[:, None]
+        self.mean_ = mean
+        self.components_ = components
+        self.explained_variance_ = np.maximum(eigval[order], 0.0)
+        self.total_variance_ = float(np.maximum(eigval, 0.0).sum())
+        scores = centered @ components.T
+        self.scale_ = np.maximum(scores.std(axis=0, ddof=1), np.finfo(np.float64).tiny)
+        self.n_components_ = k
+        return self
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension the projection was fitted on."""
+        return int(self.mean_.shape[0])
+
+    @property
+    def explained_variance_ratio_(self) -> np.ndarray:
+        """Share of the total reference variance carried by each kept component."""
+        return self.explained_variance_ / max(self.total_variance_, np.finfo(np.float64).tiny)
+
+    def transform(self, x: npt.ArrayLike) -> np.ndarray:
+        """Scores (n, k) of the rows of ``x`` on the frozen components, float64."""
+        arr = as_embeddings(x, name="x", dim=self.dim)
+        return (arr.astype(np.float64) - self.mean_) @ self.components_.T
+
+    def standardize(self, x: npt.ArrayLike) -> np.ndarray:
+        """Scores divided by the reference score standard deviation (unitless)."""
+        return self.transform(x) / self.scale_
+
+    def residual_norm(self, x: npt.ArrayLike) -> np.ndarray:
+        """Euclidean norm (n,) of each row's part outside the frozen top-k subspace.
+
+        ``||(x - mean) - V^T V (x - mean)||`` computed as
+        ``sqrt(max(||x - mean||^2 - ||V (x - mean)||^2, 0))``.
+        """
+        arr = as_embeddings(x, name="x", dim=self.dim)
+        centered = arr.astype(np.float64) - self.mean_
+        scores = centered @ self.components_.T
+        sq = np.einsum("ij,ij->i", centered, centered) - np.einsum("ij,ij->i", scores, scores)
+        return np.sqrt(np.maximum(sq, 0.0))
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The fitted state as plain arrays (for ``np.savez``; no pickle)."""
+        return {
+            "pca_mean": self.mean_,
+            "pca_components": self.components_,
+            "pca_explained_variance": self.explained_variance_,
+            "pca_total_variance": np.array(self.total_variance_),
+            "pca_scale": self.scale_,
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> FrozenPCA:
+        """Rebuild a fitted projection from ``to_arrays`` output."""
+        try:
+            components = np.asarray(arrays["pca_components"], dtype=np.float64)
+            pca = cls(n_components=int(components.shape[0]))
+            pca.mean_ = np.asarray(arrays["pca_mean"], dtype=np.float64)
+            pca.components_ = components
+            pca.explained_variance_ = np.asarray(arrays["pca_explained_variance"], np.float64)
+            pca.total_variance_ = float(arrays["pca_total_variance"])
+            pca.scale_ = np.asarray(arrays["pca_scale"], dtype=np.float64)
+        except KeyError as exc:
+            raise ReferenceFormatError(
+                f"The saved projection lacks the array {exc.args[0]!r}; the file is incomplete."
+            ) from None
+        pca.n_components_ = int(components.shape[0])
+        if components.ndim != 2 or components.shape[1] != pca.mean_.shape[0]:
+            raise ReferenceFormatError(
+                f"The saved projection is inconsistent: components {components.shape}, mean"
+                f" {pca.mean_.shape}."
+            )
+        return pca
+
+    def __repr__(self) -> str:
+        fitted = getattr(self, "n_components_", None)
+        state = f", fitted on d={self.dim}" if fitted is not None else ""
+        return f"FrozenPCA(n_components={self.n_components}{state})"
+
+

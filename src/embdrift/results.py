@@ -1,0 +1,141 @@
+"""Result types: frozen dataclasses that serialise to JSON and back."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["DriftResult", "MetricResult"]
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    if value is None or math.isnan(value):
+        return None
+    if math.isinf(value):
+        return None
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricResult:
+    """One metric's verdict.
+
+    Attributes
+    ----------
+    value : float
+        The statistic in its own units (see ``embdrift.reference.METRICS``).
+    p_value : float or None
+        Calibrated p-value under "no drift"; None where the metric is not tested.
+    threshold : float or None
+        The value at which this metric would call drift at the result's alpha (the critical
+        value of its calibrated null); for ``spread_ratio`` the factor t such that ratios
+        outside [1/t, t] are drifted.
+    effect_size : float
+        A scale-free size of the change, comparable across window sizes.
+    drifted : bool
+        ``p_value <= alpha``.
+    """
+
+    value: float
+    p_value: float | None
+    threshold: float | None
+    effect_size: float
+    drifted: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "value": float(self.value),
+            "p_value": _finite_or_none(self.p_value),
+            "threshold": _finite_or_none(self.threshold),
+            "effect_size": float(self.effect_size),
+            "drifted": bool(self.drifted),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MetricResult:
+        return cls(
+            value=float(data["value"]),
+            p_value=None if data.get("p_value") is None else float(data["p_value"]),
+            threshold=None if data.get("threshold") is None else float(data["threshold"]),
+            effect_size=float(data["effect_size"]),
+            drifted=bool(data["drifted"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DriftResult:
+    """The outcome of comparing a current window with a frozen reference.
+
+    Attributes
+    ----------
+    drifted : bool
+        The combined decision at level ``alpha``: min-p over all metrics, so the family-wise
+        false-alarm rate stays at alpha.
+    p_value : float
+        The combined (min-p) p-value.
+    alpha : float
+        The level of every decision in this result.
+    metrics : Mapping[str, MetricResult]
+        Per-metric results, keyed by metric name.
+    n_reference, n_current : int
+        Rows tested on each side (the reference's held-out test rows, the current window).
+    reference_id : str
+        The identifier of the frozen reference used.
+    method : str
+        How p-values were obtained (``"permutation"``).
+    n_permutations : int
+        Number of random splits behind the p-values.
+    timings : Mapping[str, float]
+        Wall time in seconds of the stages of the check.
+    """
+
+    drifted: bool
+    p_value: float
+    alpha: float
+    metrics: Mapping[str, MetricResult]
+    n_reference: int
+    n_current: int
+    reference_id: str
+    method: str = "permutation"
+    n_permutations: int = 0
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; ``embdrift check --json`` prints exactly this."""
+        return {
+            "drifted": bool(self.drifted),
+            "p_value": float(self.p_value),
+            "alpha": float(self.alpha),
+            "metrics": {name: m.to_dict() for name, m in self.metrics.items()},
+            "n_reference": int(self.n_reference),
+            "n_current": int(self.n_current),
+            "reference_id": self.reference_id,
+            "method": self.method,
+            "n_permutations": int(self.n_permutations),
+            "timings": {k: float(v) for k, v in self.timings.items()},
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DriftResult:
+        return cls(
+            drifted=bool(data["drifted"]),
+            p_value=float(data["p_value"]),
+            alpha=float(data["alpha"]),
+            metrics={k: MetricResult.from_dict(v) for k, v in data["metrics"].items()},
+            n_reference=int(data["n_reference"]),
+            n_current=int(data["n_current"]),
+            reference_id=str(data["reference_id"]),
+            method=str(data.get("method", "permutation")),
+            n_permutations=int(data.get("n_permutations", 0)),
+            timings=dict(data.get("timings", {})),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> DriftResult:
+        return cls.from_dict(json.loads(text))
