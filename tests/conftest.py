@@ -1,0 +1,40 @@
+"""Shared fixtures: the real-text embeddings from ../shared/data, and CI strictness."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def shared_data_dir() -> Path:
+    """``$EMBDRIFT_DATA_DIR`` or ``<repo>/../shared/data``."""
+    env = os.environ.get("EMBDRIFT_DATA_DIR")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip locally when an external part is missing; under CI=true, fail instead."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"required under CI=true: {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def real_text() -> dict[str, np.ndarray]:
+    """The Debian-package MiniLM embeddings: ``embeddings`` float32 (N, 384), ``section``,
+    ``package``."""
+    path = shared_data_dir() / "debian_packages_minilm.npz"
+    require(path.exists(), f"real-text embeddings not found at {path}")
+    with np.load(path, allow_pickle=False) as data:
+        return {
+            "embeddings": data["embeddings"].astype(np.float32),
+            "section": data["section"],
+            "package": data["package"],
+        }
