@@ -18,12 +18,13 @@ from embdrift.errors import (
     StoreLockedError,
 )
 from embdrift.projection import FrozenPCA
-from embdrift.reference import METRICS, Reference
+from embdrift.reference import DECISION_METRICS, METRICS, Reference
 from embdrift.results import DriftResult, MetricResult
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DECISION_METRICS",
     "METRICS",
     "DimensionMismatchError",
     "DriftResult",

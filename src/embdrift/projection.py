@@ -94,11 +94,15 @@ class FrozenPCA:
         ``||(x - mean) - V^T V (x - mean)||`` computed as
         ``sqrt(max(||x - mean||^2 - ||V (x - mean)||^2, 0))``.
         """
+        return self.scores_and_residuals(x)[1]
+
+    def scores_and_residuals(self, x: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """Raw scores (n, k) and residual norms (n,) in one pass over the rows."""
         arr = as_embeddings(x, name="x", dim=self.dim)
         centered = arr.astype(np.float64) - self.mean_
         scores = centered @ self.components_.T
         sq = np.einsum("ij,ij->i", centered, centered) - np.einsum("ij,ij->i", scores, scores)
-        return np.sqrt(np.maximum(sq, 0.0))
+        return scores, np.sqrt(np.maximum(sq, 0.0))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The fitted state as plain arrays (for ``np.savez``; no pickle)."""

@@ -38,15 +38,20 @@ from embdrift.stats.metrics import median_bandwidth
 from embdrift.stats.permutation import combine_min_p, permutation_masks
 from embdrift.stats.twosample import (
     EnergyStatistic,
+    FeatureMMD,
     HistogramDivergence,
     KernelMMD,
+    MeanDifference,
     MeanShift,
+    OnRows,
     SpreadRatio,
     TwoSampleStatistic,
     Wasserstein1D,
+    knn_mean_distance,
+    random_fourier_features,
 )
 
-__all__ = ["METRICS", "Reference", "ReferenceParams"]
+__all__ = ["DECISION_METRICS", "METRICS", "PATHS", "Reference", "ReferenceParams"]
 
 FORMAT_NAME = "embdrift.reference"
 FORMAT_VERSION = 1
@@ -63,7 +68,19 @@ METRICS: Mapping[str, str] = {
     "spread_ratio": "total top-k variance, current / reference",
     "reconstruction_error": "Wasserstein-1 of the residual norm outside the top-k subspace,"
     " in reference residual stds",
+    "novelty": "mean distance to the k nearest reference fit rows, current minus reference,"
+    " in units of the reference's own nearest-neighbour distance (one-sided)",
 }
+
+#: The metrics whose min-p makes the combined decision by default: complementary views
+#: (full-dimension kernel and distance, new regions, out-of-subspace drift). Every added
+#: metric costs the combined test some power (the min-p pays for each look), so the
+#: projection metrics are reported with their own p-values but left out of the verdict.
+#: Chosen on seeded synthetic scenarios (benchmarks/RESULTS.md has the measured powers).
+DECISION_METRICS = ("mmd", "energy", "novelty", "reconstruction_error")
+
+#: The two ways a comparison runs; the result says which one ran.
+PATHS = ("exact", "large_n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,16 +93,24 @@ class ReferenceParams:
     n_bins: int
     smoothing: float
     max_rows: int
+    exact_rows: int
+    n_random_features: int
+    novelty_k: int
+    max_anchors: int
+    energy_rows: int
 
 
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     """The current window and the reference test rows in every representation the metrics use."""
 
+    path: str
     pooled: np.ndarray
     scores: np.ndarray
     residuals: np.ndarray
     pc1_bins: np.ndarray
+    novelty: np.ndarray
+    subsample: np.ndarray
 
 
 class Reference:
@@ -114,6 +139,9 @@ class Reference:
         pc1_edges: np.ndarray,
         residual_scale: float,
         sample: np.ndarray,
+        anchors: np.ndarray,
+        novelty_scale: float,
+        rff_frequencies: np.ndarray,
         n_fit: int,
         n_total: int,
     ) -> None:
@@ -122,8 +150,10 @@ class Reference:
         self.bandwidth = float(bandwidth)
         self.pc1_edges = np.asarray(pc1_edges, dtype=np.float64)
         self.residual_scale = float(residual_scale)
-        self._sample = np.ascontiguousarray(sample, dtype=np.float32)
-        self._sample.setflags(write=False)
+        self._sample = _frozen(sample)
+        self.anchors = _frozen(anchors)
+        self.novelty_scale = float(novelty_scale)
+        self.rff_frequencies = _frozen(rff_frequencies)
         self.n_fit = int(n_fit)
         self.n_total = int(n_total)
         self.reference_id = self._digest()
@@ -139,7 +169,12 @@ class Reference:
         n_components: int = 10,
         n_bins: int = 20,
         smoothing: float = 0.5,
-        max_rows: int = 2000,
+        max_rows: int = 100_000,
+        exact_rows: int = 2000,
+        n_random_features: int = 1024,
+        novelty_k: int = 5,
+        max_anchors: int = 500,
+        energy_rows: int = 2000,
         align_to: Reference | None = None,
     ) -> Reference:
         """Fit and freeze a reference on the reference window ``embeddings`` (n, d).
@@ -160,8 +195,21 @@ class Reference:
         smoothing : float
             Additive count per histogram bin.
         max_rows : int
-            Most rows per side in one comparison (the exact metrics cost O(N²) memory);
-            larger windows are subsampled without replacement, seeded.
+            Most rows per side in one comparison (held-out reference rows kept, current rows
+            used); larger windows are subsampled without replacement, seeded.
+        exact_rows : int
+            Up to this many rows per side, comparisons take the exact path (kernel and
+            distance matrices, O(N²) memory); above it, the large-n path (see ``compare``).
+        n_random_features : int
+            Random Fourier features (half cosines, half sines) of the frozen RBF kernel,
+            drawn once here; used by ``mmd`` on the large-n path.
+        novelty_k : int
+            Neighbours averaged by the ``novelty`` score.
+        max_anchors : int
+            Most fit rows kept as the anchors of the ``novelty`` score.
+        energy_rows : int
+            Most pooled rows the energy distance uses on the large-n path (a seeded,
+            label-independent subsample, so its permutation test stays exact).
         align_to : Reference, optional
             The previous reference when refitting: its PCA orientation is kept, so PC1 does
             not flip from one reference to the next.
@@ -173,6 +221,11 @@ class Reference:
         check_int(n_components, name="n_components", low=1)
         check_int(n_bins, name="n_bins", low=2)
         check_int(max_rows, name="max_rows", low=10)
+        check_int(exact_rows, name="exact_rows", low=10)
+        check_int(n_random_features, name="n_random_features", low=2)
+        check_int(novelty_k, name="novelty_k", low=1)
+        check_int(max_anchors, name="max_anchors", low=2)
+        check_int(energy_rows, name="energy_rows", low=20)
         if not (isinstance(smoothing, int | float) and smoothing > 0):
             raise InvalidParameterError(
                 f"The 'smoothing' parameter must be a positive float. Got {smoothing!r}."
@@ -198,6 +251,13 @@ class Reference:
         pc1_fit = projection.standardize(fit_rows)[:, 0]
         edges = np.quantile(pc1_fit, np.linspace(0, 1, n_bins + 1)[1:-1])
         residual_scale = float(np.std(projection.residual_norm(fit_rows), ddof=1))
+        anchors = fit_rows
+        if n_fit > max_anchors:
+            anchors = fit_rows[np.sort(rng.choice(n_fit, max_anchors, replace=False))]
+        k = min(novelty_k, anchors.shape[0] - 1)
+        loo = knn_mean_distance(anchors, anchors, k=k, exclude_self=True)
+        n_freq = max(n_random_features // 2, 1)
+        frequencies = rng.normal(scale=1.0 / bandwidth, size=(x.shape[1], n_freq))
         params = ReferenceParams(
             seed=seed,
             fit_fraction=float(fit_fraction),
@@ -205,14 +265,23 @@ class Reference:
             n_bins=n_bins,
             smoothing=float(smoothing),
             max_rows=max_rows,
+            exact_rows=exact_rows,
+            n_random_features=2 * n_freq,
+            novelty_k=k,
+            max_anchors=max_anchors,
+            energy_rows=energy_rows,
         )
+        tiny = np.finfo(np.float64).tiny
         return cls(
             params=params,
             projection=projection,
             bandwidth=bandwidth,
             pc1_edges=edges,
-            residual_scale=max(residual_scale, np.finfo(np.float64).tiny),
+            residual_scale=max(residual_scale, tiny),
             sample=test_rows,
+            anchors=anchors,
+            novelty_scale=max(float(np.median(loo)), tiny),
+            rff_frequencies=frequencies.astype(np.float32),
             n_fit=n_fit,
             n_total=n,
         )
@@ -240,9 +309,11 @@ class Reference:
         current: npt.ArrayLike,
         *,
         alpha: float = 0.05,
-        n_permutations: int = 500,
+        n_permutations: int | None = None,
         seed: int | np.random.Generator | None = 0,
         metrics: Sequence[str] | None = None,
+        decision_metrics: Sequence[str] | None = None,
+        min_effect: Mapping[str, float] | None = None,
     ) -> DriftResult:
         """Compare a current window with the reference; p-values by permutation.
 
@@ -252,25 +323,50 @@ class Reference:
             The current window; at least 2 rows (unbiased MMD² and variances need two).
         alpha : float in (0, 1)
             Level of every decision, per metric and combined.
-        n_permutations : int
+        n_permutations : int, optional
             Random splits of the pooled rows; p-values are multiples of 1/(n_permutations + 1).
+            Default: 500 on the exact path, 200 on the large-n path.
         seed : int, Generator or None
-            Seeds the permutations and any subsampling of windows above ``max_rows``.
+            Seeds the permutations and any subsampling.
         metrics : sequence of str, optional
-            Subset of ``METRICS`` to compute (default: all). The combined decision is over
-            the metrics computed.
+            Subset of ``METRICS`` to compute (default: all).
+        decision_metrics : sequence of str, optional
+            The metrics whose min-p makes the combined decision (default: those of
+            ``DECISION_METRICS`` that are computed, or all computed metrics when none is).
+            Every metric keeps its own p-value and decision at level alpha.
+        min_effect : mapping of metric name to float, optional
+            Alert on effect size too: a metric then calls drift only when its p-value is at
+            most alpha *and* its effect size is at least this value, and the combined
+            decision needs the combined p-value at most alpha and at least one metric that
+            calls drift among ``decision_metrics``. At n = 1M a tiny shift is significant; this
+            keeps it from alerting.
+
+        Notes
+        -----
+        Exact path (both sides at most ``exact_rows``): kernel and distance matrices on all
+        rows, O(N²) memory. Large-n path: ``mmd`` from random Fourier features (one
+        (B, N) x (N, D) product for all permutations), ``energy`` on a label-independent
+        subsample of ``energy_rows`` pooled rows, and the sort-based 1-D, histogram, moment and
+        novelty statistics on all rows; memory O(B N + N D). Both paths share one set of
+        permutations, so the min-p combination is exact on either. ``DriftResult.path``
+        says which ran.
         """
         t0 = time.perf_counter()
         alpha = check_probability(alpha, name="alpha")
-        check_int(n_permutations, name="n_permutations", low=19)
         names = self._metric_names(metrics)
+        deciding = self._decision_names(decision_metrics, names)
+        gates = self._effect_gates(min_effect, names)
         rng = check_rng(seed)
         cur = as_embeddings(current, name="current", min_rows=2, dim=self.dim)
         if cur.shape[0] > self.params.max_rows:
             rows = np.sort(rng.choice(cur.shape[0], self.params.max_rows, replace=False))
             cur = cur[rows]
         ref = self._sample
-        prepared = self._prepare(cur)
+        exact = max(ref.shape[0], cur.shape[0]) <= self.params.exact_rows
+        if n_permutations is None:
+            n_permutations = 500 if exact else 200
+        check_int(n_permutations, name="n_permutations", low=19)
+        prepared = self._prepare(cur, path="exact" if exact else "large_n", rng=rng)
         t1 = time.perf_counter()
         stats = {name: _BUILDERS[name](self, prepared) for name in names}
         t2 = time.perf_counter()
@@ -278,22 +374,29 @@ class Reference:
         values = {name: stat.values(masks) for name, stat in stats.items()}
         scores = np.column_stack([stats[n].test_statistic(values[n]) for n in names])
         outcome = combine_min_p(scores, alpha=alpha)
+        combined_p = combine_min_p(
+            scores[:, [names.index(n) for n in deciding]], alpha=alpha
+        ).combined_p_value
         t3 = time.perf_counter()
         results: dict[str, MetricResult] = {}
         for j, name in enumerate(names):
             observed = float(values[name][0])
             p = float(outcome.p_values[j])
             critical = float(outcome.critical_values[j])
+            effect = _effect_size(name, observed, stats[name], masks[:1])
             results[name] = MetricResult(
                 value=observed,
                 p_value=p,
                 threshold=float(np.exp(critical)) if name == "spread_ratio" else critical,
-                effect_size=_effect_size(name, observed, stats[name], masks[:1]),
-                drifted=p <= alpha,
+                effect_size=effect,
+                drifted=p <= alpha and abs(effect) >= gates.get(name, 0.0),
             )
+        drifted = combined_p <= alpha
+        if gates:
+            drifted = drifted and any(results[n].drifted for n in deciding)
         return DriftResult(
-            drifted=outcome.combined_p_value <= alpha,
-            p_value=outcome.combined_p_value,
+            drifted=drifted,
+            p_value=combined_p,
             alpha=alpha,
             metrics=results,
             n_reference=int(ref.shape[0]),
@@ -301,6 +404,8 @@ class Reference:
             reference_id=self.reference_id,
             method="permutation",
             n_permutations=n_permutations,
+            path=prepared.path,
+            decision_metrics=tuple(deciding),
             timings={
                 "project": t1 - t0,
                 "prepare": t2 - t1,
@@ -325,12 +430,61 @@ class Reference:
             )
         return list(dict.fromkeys(metrics))
 
-    def _prepare(self, current: np.ndarray) -> _Prepared:
+    @staticmethod
+    def _decision_names(decision: Sequence[str] | None, names: Sequence[str]) -> list[str]:
+        if decision is None:
+            chosen = [n for n in DECISION_METRICS if n in names]
+            return chosen or list(names)
+        if isinstance(decision, str) or not decision:
+            raise InvalidParameterError(
+                f"The 'decision_metrics' parameter must be a non-empty list of computed metric"
+                f" names. Got {decision!r}."
+            )
+        unknown = [n for n in decision if n not in names]
+        if unknown:
+            raise InvalidParameterError(
+                f"'decision_metrics' names metric(s) {unknown} that are not computed; use"
+                f" names from {{{', '.join(names)}}}."
+            )
+        return list(dict.fromkeys(decision))
+
+    @staticmethod
+    def _effect_gates(
+        min_effect: Mapping[str, float] | None, names: Sequence[str]
+    ) -> dict[str, float]:
+        if min_effect is None:
+            return {}
+        unknown = [k for k in min_effect if k not in names]
+        if unknown:
+            raise InvalidParameterError(
+                f"'min_effect' names metric(s) {unknown} that are not computed; use names"
+                f" from {{{', '.join(names)}}}."
+            )
+        bad = {k: v for k, v in min_effect.items() if not (np.isfinite(v) and v >= 0)}
+        if bad:
+            raise InvalidParameterError(f"'min_effect' values must be finite and >= 0. Got {bad}.")
+        return {k: float(v) for k, v in min_effect.items()}
+
+    def _prepare(self, current: np.ndarray, *, path: str, rng: np.random.Generator) -> _Prepared:
         pooled = np.vstack([self._sample, current])
-        scores = self.projection.standardize(pooled)
-        residuals = self.projection.residual_norm(pooled) / self.residual_scale
+        scores, residuals = self.projection.scores_and_residuals(pooled)
+        scores /= self.projection.scale_
+        residuals /= self.residual_scale
         bins = np.searchsorted(self.pc1_edges, scores[:, 0], side="right")
-        return _Prepared(pooled=pooled, scores=scores, residuals=residuals, pc1_bins=bins)
+        novelty = (
+            knn_mean_distance(pooled, self.anchors, k=self.params.novelty_k) / self.novelty_scale
+        )
+        size = min(self.params.energy_rows, pooled.shape[0])
+        subsample = np.sort(rng.choice(pooled.shape[0], size, replace=False))
+        return _Prepared(
+            path=path,
+            pooled=pooled,
+            scores=scores,
+            residuals=residuals,
+            pc1_bins=bins,
+            novelty=novelty,
+            subsample=subsample,
+        )
 
     # ------------------------------------------------------------------ persistence
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -338,6 +492,8 @@ class Reference:
             **self.projection.to_arrays(),
             "pc1_edges": self.pc1_edges,
             "sample": self._sample,
+            "anchors": self.anchors,
+            "rff_frequencies": self.rff_frequencies,
         }
 
     def _metadata(self) -> dict[str, Any]:
@@ -347,6 +503,7 @@ class Reference:
             "params": asdict(self.params),
             "bandwidth": self.bandwidth,
             "residual_scale": self.residual_scale,
+            "novelty_scale": self.novelty_scale,
             "n_fit": self.n_fit,
             "n_total": self.n_total,
         }
@@ -421,6 +578,9 @@ class Reference:
                 pc1_edges=arrays["pc1_edges"],
                 residual_scale=float(meta["residual_scale"]),
                 sample=arrays["sample"],
+                anchors=arrays["anchors"],
+                novelty_scale=float(meta["novelty_scale"]),
+                rff_frequencies=arrays["rff_frequencies"],
                 n_fit=int(meta["n_fit"]),
                 n_total=int(meta["n_total"]),
             )
@@ -440,8 +600,16 @@ class Reference:
 _Builder = Callable[[Reference, _Prepared], TwoSampleStatistic]
 
 _BUILDERS: dict[str, _Builder] = {
-    "mmd": lambda ref, p: KernelMMD(p.pooled, bandwidth=ref.bandwidth),
-    "energy": lambda ref, p: EnergyStatistic(p.pooled),
+    "mmd": lambda ref, p: (
+        KernelMMD(p.pooled, bandwidth=ref.bandwidth)
+        if p.path == "exact"
+        else FeatureMMD(random_fourier_features(p.pooled, ref.rff_frequencies))
+    ),
+    "energy": lambda ref, p: (
+        EnergyStatistic(p.pooled)
+        if p.path == "exact"
+        else OnRows(EnergyStatistic(p.pooled[p.subsample]), p.subsample)
+    ),
     "wasserstein_pc1": lambda ref, p: Wasserstein1D(p.scores[:, 0]),
     "sliced_wasserstein": lambda ref, p: Wasserstein1D(p.scores),
     "kl_pc1": lambda ref, p: HistogramDivergence(
@@ -453,7 +621,14 @@ _BUILDERS: dict[str, _Builder] = {
     "mean_shift": lambda ref, p: MeanShift(p.scores),
     "spread_ratio": lambda ref, p: SpreadRatio(p.scores),
     "reconstruction_error": lambda ref, p: Wasserstein1D(p.residuals),
+    "novelty": lambda ref, p: MeanDifference(p.novelty),
 }
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    out = np.array(array, dtype=np.float32, order="C")
+    out.setflags(write=False)
+    return out
 
 
 def _effect_size(name: str, value: float, stat: TwoSampleStatistic, observed: np.ndarray) -> float:
@@ -461,13 +636,19 @@ def _effect_size(name: str, value: float, stat: TwoSampleStatistic, observed: np
 
     mmd: the RKHS distance sqrt(max(MMD², 0)) (at most sqrt 2); energy: the energy coefficient
     H = E / (2E‖X−Y‖) in [0, 1]; js_pc1: JS / ln 2 in [0, 1]; spread_ratio: ratio − 1 (relative
-    change of spread); the Wasserstein, KL and mean-shift values are already in reference
-    standard deviations or nats and are their own effect sizes.
+    change of spread); the Wasserstein, KL, mean-shift and novelty values are already in
+    reference units or nats and are their own effect sizes.
     """
     if name == "mmd":
         return float(np.sqrt(max(value, 0.0)))
-    if name == "energy" and isinstance(stat, EnergyStatistic):
-        between = float(stat.parts(observed)[1][0])
+    if name == "energy":
+        inner, mask = (
+            (stat.statistic, observed[:, stat.rows])
+            if isinstance(stat, OnRows)
+            else (stat, observed)
+        )
+        assert isinstance(inner, EnergyStatistic)
+        between = float(inner.parts(mask)[1][0])
         return value / between if between > 0 else 0.0
     if name == "js_pc1":
         return value / float(np.log(2.0))

@@ -72,8 +72,8 @@ class DriftResult:
     Attributes
     ----------
     drifted : bool
-        The combined decision at level ``alpha``: min-p over all metrics, so the family-wise
-        false-alarm rate stays at alpha.
+        The combined decision at level ``alpha``: min-p over ``decision_metrics``, so the
+        family-wise false-alarm rate of the verdict stays at alpha.
     p_value : float
         The combined (min-p) p-value.
     alpha : float
@@ -86,6 +86,11 @@ class DriftResult:
         The identifier of the frozen reference used.
     method : str
         How p-values were obtained (``"permutation"``).
+    decision_metrics : tuple of str
+        The metrics the combined decision is over.
+    path : str
+        ``"exact"`` (kernel/distance matrices on all rows) or ``"large_n"`` (random
+        features, subsampled energy; see ``Reference.compare``).
     n_permutations : int
         Number of random splits behind the p-values.
     timings : Mapping[str, float]
@@ -100,6 +105,8 @@ class DriftResult:
     n_current: int
     reference_id: str
     method: str = "permutation"
+    path: str = "exact"
+    decision_metrics: tuple[str, ...] = ()
     n_permutations: int = 0
     timings: Mapping[str, float] = field(default_factory=dict)
 
@@ -114,6 +121,8 @@ class DriftResult:
             "n_current": int(self.n_current),
             "reference_id": self.reference_id,
             "method": self.method,
+            "path": self.path,
+            "decision_metrics": list(self.decision_metrics),
             "n_permutations": int(self.n_permutations),
             "timings": {k: float(v) for k, v in self.timings.items()},
         }
@@ -132,6 +141,8 @@ class DriftResult:
             n_current=int(data["n_current"]),
             reference_id=str(data["reference_id"]),
             method=str(data.get("method", "permutation")),
+            path=str(data.get("path", "exact")),
+            decision_metrics=tuple(data.get("decision_metrics", ())),
             n_permutations=int(data.get("n_permutations", 0)),
             timings=dict(data.get("timings", {})),
         )

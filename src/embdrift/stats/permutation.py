@@ -28,9 +28,10 @@ __all__ = ["PermutationOutcome", "combine_min_p", "permutation_masks", "rank_p_v
 def permutation_masks(
     n_reference: int, n_current: int, n_permutations: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """Assignments (B + 1, N) as float64 0/1: row 0 is the observed split (reference rows
-    first), rows 1..B are uniform random splits with the same group sizes."""
-    observed = np.concatenate([np.ones(n_reference), np.zeros(n_current)])
+    """Assignments (B + 1, N) as float32 0/1: row 0 is the observed split (reference rows
+    first), rows 1..B are uniform random splits with the same group sizes. (float32 holds
+    counts exactly up to 2**24 rows and halves the memory of the large-n path.)"""
+    observed = np.concatenate([np.ones(n_reference), np.zeros(n_current)]).astype(np.float32)
     shuffled = rng.permuted(np.tile(observed, (n_permutations, 1)), axis=1)
     return np.vstack([observed, shuffled])
 

@@ -16,13 +16,18 @@ import numpy as np
 
 __all__ = [
     "EnergyStatistic",
+    "FeatureMMD",
     "HistogramDivergence",
     "KernelMMD",
+    "MeanDifference",
     "MeanShift",
+    "OnRows",
     "SpreadRatio",
     "TwoSampleStatistic",
     "Wasserstein1D",
+    "knn_mean_distance",
     "pairwise_sq_distances",
+    "random_fourier_features",
 ]
 
 
@@ -70,9 +75,10 @@ def _identity(values: np.ndarray) -> np.ndarray:
     return values
 
 
-def _sides(masks: np.ndarray) -> tuple[float, float]:
-    n = float(masks[0].sum())
-    return n, float(masks.shape[1]) - n
+def _sides(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reference and current group sizes (B,) of each assignment (float64)."""
+    n = masks.sum(axis=1, dtype=np.float64)
+    return n, masks.shape[1] - n
 
 
 class KernelMMD:
@@ -92,6 +98,59 @@ class KernelMMD:
         return (s_xx - n) / (n * (n - 1)) + (s_yy - m) / (m * (m - 1)) - 2.0 * s_xy / (n * m)
 
     test_statistic = staticmethod(_identity)
+
+
+class FeatureMMD:
+    """Unbiased MMD² from explicit features with unit norm, e.g. random Fourier features.
+
+    With φ(x) = [cos(Wᵀx), sin(Wᵀx)] / sqrt(J) (Rahimi & Recht (2007), "Random Features for
+    Large-Scale Kernel Machines", NIPS, Sec. 3; W with columns drawn from N(0, h⁻² I)),
+    φ(x)·φ(y) is an unbiased estimate of the RBF kernel and ‖φ(x)‖² = 1 exactly. The U-statistic
+    of Gretton et al. (2012) Eq. (3) then follows from the feature sums S_x, S_y alone:
+    MMD²_u = (‖S_x‖² − n)/(n(n−1)) + (‖S_y‖² − m)/(m(m−1)) − 2 S_x·S_y/(nm).
+    Each assignment costs one (B, N) x (N, D) product: linear in N, no N x N matrix.
+    """
+
+    def __init__(self, features: np.ndarray) -> None:
+        self._features = np.ascontiguousarray(features, dtype=np.float32)
+        self._total = self._features.sum(axis=0, dtype=np.float64)
+
+    def values(self, masks: np.ndarray) -> np.ndarray:
+        n, m = _sides(masks)
+        s_x = (masks.astype(np.float32, copy=False) @ self._features).astype(np.float64)
+        s_y = self._total - s_x
+        xx = np.einsum("bd,bd->b", s_x, s_x)
+        yy = np.einsum("bd,bd->b", s_y, s_y)
+        xy = np.einsum("bd,bd->b", s_x, s_y)
+        return (xx - n) / (n * (n - 1)) + (yy - m) / (m * (m - 1)) - 2.0 * xy / (n * m)
+
+    test_statistic = staticmethod(_identity)
+
+
+def random_fourier_features(x: np.ndarray, frequencies: np.ndarray) -> np.ndarray:
+    """[cos(xW), sin(xW)] / sqrt(J) for frequencies W (d, J), float32 (n, 2J)."""
+    proj = np.asarray(x, dtype=np.float32) @ np.asarray(frequencies, dtype=np.float32)
+    scale = np.float32(1.0 / np.sqrt(frequencies.shape[1]))
+    return np.hstack([np.cos(proj), np.sin(proj)]) * scale
+
+
+class OnRows:
+    """A statistic evaluated on a fixed, label-independent subset of the pooled rows.
+
+    The subset is chosen without looking at the labels, so permuting the labels of all rows
+    permutes those of the subset too and the permutation test stays exact; the group sizes
+    inside the subset then vary between assignments, which every statistic here handles.
+    """
+
+    def __init__(self, statistic: TwoSampleStatistic, rows: np.ndarray) -> None:
+        self.statistic = statistic
+        self.rows = rows
+
+    def values(self, masks: np.ndarray) -> np.ndarray:
+        return self.statistic.values(masks[:, self.rows])
+
+    def test_statistic(self, values: np.ndarray) -> np.ndarray:
+        return self.statistic.test_statistic(values)
 
 
 class EnergyStatistic:
@@ -136,12 +195,23 @@ class Wasserstein1D:
 
     def values(self, masks: np.ndarray) -> np.ndarray:
         n, m = _sides(masks)
+        # Work on the transposed assignments (N, B): gathering whole rows in sorted order is
+        # contiguous in memory, where gathering columns of (B, N) is not.
+        # Large batches run in float32 (relative error ~1e-6, half the memory traffic);
+        # small ones in float64, matching scipy to rounding.
+        dtype = np.float32 if masks.size > 4_000_000 else np.float64
+        by_row = np.ascontiguousarray(masks.T, dtype=dtype)
+        scale = (1.0 / n + 1.0 / m).astype(dtype)[None, :]
+        positions = np.arange(1, masks.shape[1], dtype=dtype)[:, None] / m.astype(dtype)[None, :]
         total = np.zeros(masks.shape[0])
-        positions = np.arange(1, masks.shape[1])
         for j in range(self._cols.shape[1]):
-            ref_count = np.cumsum(masks[:, self._order[:, j]], axis=1)[:, :-1]
-            cdf_gap = np.abs(ref_count / n - (positions - ref_count) / m)
-            total += cdf_gap @ self._gaps[:, j]
+            counts = by_row[self._order[:-1, j]]
+            np.cumsum(counts, axis=0, out=counts)
+            # F_ref - F_cur at each sorted position: c/n - (i - c)/m = c (1/n + 1/m) - i/m
+            counts *= scale
+            counts -= positions
+            np.abs(counts, out=counts)
+            total += self._gaps[:, j] @ counts
         return total / self._cols.shape[1]
 
     test_statistic = staticmethod(_identity)
@@ -164,7 +234,7 @@ class HistogramDivergence:
         self._onehot[np.arange(bin_index.size), bin_index] = 1.0
 
     def values(self, masks: np.ndarray) -> np.ndarray:
-        n, m = _sides(masks)
+        n, m = (side[:, None] for side in _sides(masks))
         ref_counts = masks @ self._onehot
         cur_counts = self._onehot.sum(axis=0) - ref_counts
         n_bins = self._onehot.shape[1]
@@ -185,6 +255,55 @@ def _kl_rows(q: np.ndarray, p: np.ndarray) -> np.ndarray:
     return terms.sum(axis=1)
 
 
+class MeanDifference:
+    """Mean of a per-row score on the current side minus its mean on the reference side.
+
+    One-sided: only an increase counts as drift (the test statistic is the signed value).
+    Used with the novelty score (distance to the nearest reference fit rows), where mass in
+    regions the reference never covered raises the current mean.
+    """
+
+    def __init__(self, scores: np.ndarray) -> None:
+        self._scores = np.asarray(scores, dtype=np.float64)
+        self._total = float(self._scores.sum())
+
+    def values(self, masks: np.ndarray) -> np.ndarray:
+        n, m = _sides(masks)
+        ref_sum = masks @ self._scores
+        return (self._total - ref_sum) / m - ref_sum / n
+
+    test_statistic = staticmethod(_identity)
+
+
+def knn_mean_distance(
+    rows: np.ndarray,
+    anchors: np.ndarray,
+    *,
+    k: int,
+    exclude_self: bool = False,
+    chunk: int = 4096,
+) -> np.ndarray:
+    """Mean Euclidean distance (n,) from each row to its ``k`` nearest ``anchors``.
+
+    Exact brute force in row chunks (memory O(chunk x anchors)); ``exclude_self`` drops the
+    distance of row i to anchor i (leave-one-out, when ``rows`` are the anchors).
+    """
+    out = np.empty(rows.shape[0])
+    a32 = np.asarray(anchors, dtype=np.float32)
+    a_sq = np.einsum("ij,ij->i", a32, a32)
+    for start in range(0, rows.shape[0], chunk):
+        r32 = np.asarray(rows[start : start + chunk], dtype=np.float32)
+        # float32 BLAS: distances to the nearest anchors need ~1e-4 relative accuracy only.
+        block = np.einsum("ij,ij->i", r32, r32)[:, None] + a_sq[None, :] - 2.0 * (r32 @ a32.T)
+        np.maximum(block, 0.0, out=block)
+        if exclude_self:
+            idx = np.arange(block.shape[0])
+            block[idx, start + idx] = np.inf
+        nearest = np.partition(block, k - 1, axis=1)[:, :k]
+        out[start : start + chunk] = np.sqrt(nearest).mean(axis=1)
+    return out
+
+
 class MeanShift:
     """Euclidean norm of the difference of side means of standardized PCA scores.
 
@@ -197,7 +316,7 @@ class MeanShift:
         self._total = self._scores.sum(axis=0)
 
     def values(self, masks: np.ndarray) -> np.ndarray:
-        n, m = _sides(masks)
+        n, m = (side[:, None] for side in _sides(masks))
         ref_sum = masks @ self._scores
         diff = (self._total - ref_sum) / m - ref_sum / n
         return np.sqrt(np.einsum("bk,bk->b", diff, diff))
@@ -219,7 +338,7 @@ class SpreadRatio:
         self._total_sq = self._squares.sum(axis=0)
 
     def values(self, masks: np.ndarray) -> np.ndarray:
-        n, m = _sides(masks)
+        n, m = (side[:, None] for side in _sides(masks))
         ref_sum = masks @ self._scores
         ref_sq = masks @ self._squares
         cur_sum = self._total - ref_sum

@@ -1,0 +1,91 @@
+"""The large-n path: random-feature MMD, subsampled energy, novelty; calibration and agreement
+with the exact path, effect-size gating, and memory bounded through array sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embdrift import Reference
+from embdrift.stats.twosample import FeatureMMD, KernelMMD, random_fourier_features
+from embdrift.synthetic import World, make_scenario
+
+WORLD = World.make(dim=384, seed=12345)
+SMALL_WORLD = World.make(dim=64, seed=12345)  # d=64 keeps 800 seeded runs within budget
+WEIGHTS = np.r_[np.ones(8), 0.0] / 8
+
+
+def test_random_feature_mmd_is_close_to_the_exact_kernel_mmd() -> None:
+    ref_rows, cur = make_scenario("mix_shift", n_reference=600, n_current=300, seed=0)
+    ref = Reference.fit(ref_rows, seed=0, n_random_features=4096)
+    pooled = np.vstack([ref.sample, cur])
+    observed = np.r_[np.ones(len(ref.sample)), np.zeros(len(cur))][None, :]
+    exact = KernelMMD(pooled, bandwidth=ref.bandwidth).values(observed)[0]
+    approx = FeatureMMD(random_fourier_features(pooled, ref.rff_frequencies)).values(observed)[0]
+    # Each kernel value has standard error <= 1/sqrt(J) (J = 2048 frequencies); the MMD² is an
+    # average of such values with errors that partly cancel.
+    assert abs(approx - exact) < 3 / np.sqrt(2048)
+    features = random_fourier_features(pooled[:5], ref.rff_frequencies)
+    np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, rtol=1e-5)
+
+
+def _draw(
+    seed: int, n: int, shift: float = 0.0, world: World = WORLD
+) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ref = world.sample(n, weights=WEIGHTS, seed=rng)[0]
+    cur = world.sample(n, weights=WEIGHTS, seed=rng, shift=shift * world.centers[0])[0]
+    return ref, cur
+
+
+@pytest.mark.slow
+def test_large_n_path_is_calibrated_and_agrees_with_the_exact_path() -> None:
+    runs, n = 300, 300
+    hits = {"exact": 0, "large_n": 0}
+    for seed in range(runs):
+        ref_rows, cur = _draw(seed, n, world=SMALL_WORLD)
+        for path, exact_rows in (("exact", 10_000), ("large_n", 10)):
+            ref = Reference.fit(ref_rows, seed=seed, exact_rows=exact_rows)
+            res = ref.compare(cur, n_permutations=99, seed=seed)
+            assert res.path == path
+            hits[path] += res.drifted
+    for path, count in hits.items():
+        assert 0.027 <= count / runs <= 0.080, (path, count / runs)
+    # Power on a shift where the exact path detects 30-80%: within 10 points.
+    power = {"exact": 0, "large_n": 0}
+    runs = 100
+    for seed in range(runs):
+        ref_rows, cur = _draw(1000 + seed, n, shift=0.15, world=SMALL_WORLD)
+        for path, exact_rows in (("exact", 10_000), ("large_n", 10)):
+            ref = Reference.fit(ref_rows, seed=seed, exact_rows=exact_rows)
+            power[path] += ref.compare(cur, n_permutations=99, seed=seed).drifted
+    assert 0.3 <= power["exact"] / runs <= 0.8, power
+    assert abs(power["exact"] - power["large_n"]) / runs <= 0.10, power
+
+
+def test_min_effect_keeps_a_tiny_significant_drift_from_alerting() -> None:
+    ref_rows, cur = _draw(7, 3000, shift=0.02)
+    ref = Reference.fit(ref_rows, seed=0)
+    plain = ref.compare(cur, n_permutations=99)
+    gated = ref.compare(cur, n_permutations=99, min_effect={"mmd": 0.5, "energy": 0.5,
+                                                              "novelty": 5.0,
+                                                              "reconstruction_error": 5.0})
+    assert plain.drifted
+    assert gated.p_value == plain.p_value
+    assert not gated.drifted
+    with pytest.raises(ValueError, match="not computed"):
+        ref.compare(cur, metrics=["mmd"], min_effect={"energy": 0.1})
+
+
+def test_large_n_memory_is_linear_in_rows() -> None:
+    """Array sizes, not timings: the large-n path never builds an N x N matrix."""
+    ref_rows, cur = _draw(3, 3000)
+    ref = Reference.fit(ref_rows, seed=0, exact_rows=100, energy_rows=500)
+    res = ref.compare(cur, n_permutations=19)
+    assert res.path == "large_n"
+    prepared = ref._prepare(cur, path="large_n", rng=np.random.default_rng(0))
+    n_pooled = prepared.pooled.shape[0]
+    assert prepared.subsample.size == 500 < n_pooled
+    features = random_fourier_features(prepared.pooled, ref.rff_frequencies)
+    assert features.shape == (n_pooled, ref.params.n_random_features)
+    assert ref.anchors.shape[0] <= ref.params.max_anchors
