@@ -12,6 +12,7 @@ __all__ = [
     "EmbdriftError",
     "EmbeddingTypeError",
     "FileFormatError",
+    "IdMismatchError",
     "InsufficientDataError",
     "InvalidEmbeddingsError",
     "InvalidParameterError",
@@ -49,6 +50,11 @@ class InvalidParameterError(EmbdriftError, ValueError):
 
 class FileFormatError(EmbdriftError, ValueError):
     """A file that cannot be read as embeddings: unknown suffix, unreadable, no suitable column."""
+
+
+class IdMismatchError(EmbdriftError, ValueError):
+    """Ids of two inputs that should describe the same rows but do not (e.g. a texts file
+    that lacks ids of the embeddings window)."""
 
 
 class ReferenceFormatError(EmbdriftError, ValueError):
