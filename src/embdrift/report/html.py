@@ -8,6 +8,7 @@ autoescaping; only the SVG that matplotlib writes from numbers is inserted verba
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -23,7 +24,8 @@ from jinja2 import DictLoader, Environment, select_autoescape
 from markupsafe import Markup
 
 from embdrift.errors import FileFormatError, IdMismatchError
-from embdrift.explain import Explanation
+from embdrift.explain import Explanation, explain
+from embdrift.io import EmbeddingFile
 from embdrift.reference import Reference
 from embdrift.report.plots import (
     drift_over_time_figure,
@@ -32,13 +34,18 @@ from embdrift.report.plots import (
     pca_scatter_figure,
 )
 from embdrift.results import DriftResult
+from embdrift.store import Store
 
 __all__ = [
     "MAX_TEXT_CHARS",
     "Texts",
+    "check_report_inputs",
     "match_texts",
     "read_texts",
     "render_report",
+    "window_ids",
+    "with_explanation",
+    "write_check_report",
     "write_report",
 ]
 
@@ -308,6 +315,52 @@ def write_report(path: str | os.PathLike[str], html: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+# ---------------------------------------------------------------------- `embdrift check --report`
+def window_ids(data: EmbeddingFile) -> list[str]:
+    """The ids of a window read by ``read_embeddings`` as strings (row numbers without ids)."""
+    if data.ids is None:
+        return [str(i) for i in range(data.embeddings.shape[0])]
+    return [str(v) for v in np.asarray(data.ids).tolist()]
+
+
+def check_report_inputs(data: EmbeddingFile, texts: Mapping[str, str] | None) -> Texts | None:
+    """Validate the texts against the window before any work is done (fail fast)."""
+    return None if texts is None else match_texts(texts, window_ids(data))
+
+
+def with_explanation(
+    result: DriftResult, reference: Reference, data: EmbeddingFile, *, seed: int
+) -> DriftResult:
+    """``result`` carrying the explanation of ``data`` (see :func:`embdrift.explain.explain`)."""
+    explanation = explain(reference, data.embeddings, ids=window_ids(data), seed=seed)
+    return dataclasses.replace(result, explanation=explanation)
+
+
+def write_check_report(
+    path: str | os.PathLike[str],
+    result: DriftResult,
+    reference: Reference,
+    data: EmbeddingFile,
+    texts: Texts | None,
+    store: str | os.PathLike[str],
+    source: str,
+) -> Path:
+    """Render and write the report of one ``embdrift check`` run; the drift-over-time chart
+    shows the store's batch history of ``mmd`` (this run included)."""
+    html = render_report(
+        result,
+        reference=reference,
+        current=data.embeddings,
+        explanation=result.explanation,
+        texts=texts,
+        series=Store(store).drift_series("batch", "mmd"),
+        series_metric="mmd",
+        title=f"embdrift report: {Path(source).name}",
+        source=source,
+    )
+    return write_report(path, html)
 
 
 _TEMPLATE = """<!DOCTYPE html>
