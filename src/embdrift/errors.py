@@ -16,6 +16,7 @@ __all__ = [
     "InsufficientDataError",
     "InvalidEmbeddingsError",
     "InvalidParameterError",
+    "MissingExtraError",
     "ReferenceFormatError",
     "StoreLockedError",
 ]
@@ -55,6 +56,10 @@ class FileFormatError(EmbdriftError, ValueError):
 class IdMismatchError(EmbdriftError, ValueError):
     """Ids of two inputs that should describe the same rows but do not (e.g. a texts file
     that lacks ids of the embeddings window)."""
+
+
+class MissingExtraError(EmbdriftError, ImportError):
+    """A feature whose optional dependencies (a pip extra) are not installed."""
 
 
 class ReferenceFormatError(EmbdriftError, ValueError):

@@ -599,7 +599,12 @@ def _check_ids(ids: Sequence[Any] | np.ndarray | None, m: int) -> list[str]:
         )
     if len(set(values)) != m:
         seen: set[str] = set()
-        dup = next(v for v in values if v in seen or seen.add(v))  # type: ignore[func-returns-value]
+        dup = ""
+        for v in values:
+            if v in seen:
+                dup = v
+                break
+            seen.add(v)
         raise InvalidParameterError(
             f"The 'ids' parameter of explain must be unique; {dup!r} appears more than once."
             " De-duplicate the ids of the window."
