@@ -1,4 +1,5 @@
 """Planted-truth figures for docs/explain.md (real-text data, rust / gnu-r at 5%, and no drift)."""
+
 import sys
 import numpy as np
 from embdrift.explain import explain
@@ -13,10 +14,14 @@ for s in np.unique(section):
     rows = rng0.permutation(np.flatnonzero(section == s))
     ref_pool[s], test_pool[s] = rows[: rows.size // 2], rows[rows.size // 2 :]
 
+
 def window(pool, n, rng, new=None, share=0.0):
-    k = int(round(share * n)); per = np.full(8, (n - k) // 8); per[: n - k - per.sum()] += 1
+    k = int(round(share * n))
+    per = np.full(8, (n - k) // 8)
+    per[: n - k - per.sum()] += 1
     rows = [rng.choice(pool[s], c, replace=False) for s, c in zip(mix, per)]
     return np.concatenate(rows + ([rng.choice(pool[new], k, replace=False)] if new else []))
+
 
 runs = int(sys.argv[2])
 for new in ("rust", "gnu-r", None):
@@ -29,11 +34,14 @@ for new in ("rust", "gnu-r", None):
         found += bool(ex.new_clusters)
         if new and ex.new_clusters:
             r = ex.new_clusters[0]
-            pur.append((section[cur[list(r.members)]] == new).mean()); err.append(r.share - 0.05)
+            pur.append((section[cur[list(r.members)]] == new).mean())
+            err.append(r.share - 0.05)
     if new:
         pur, err = np.array(pur), np.array(err)
-        print(f"{new} 5%: found {found}/{runs}; purity min {pur.min():.2f} median {np.median(pur):.2f}"
-              f" (>=0.8 in {(pur >= 0.8).sum()}); share error pp min {100*err.min():+.1f} max"
-              f" {100*err.max():+.1f} (within 1.5 in {(abs(err) <= 0.015).sum()})")
+        print(
+            f"{new} 5%: found {found}/{runs}; purity min {pur.min():.2f} median {np.median(pur):.2f}"
+            f" (>=0.8 in {(pur >= 0.8).sum()}); share error pp min {100 * err.min():+.1f} max"
+            f" {100 * err.max():+.1f} (within 1.5 in {(abs(err) <= 0.015).sum()})"
+        )
     else:
         print(f"no drift: runs with a new cluster {found}/{runs}")
