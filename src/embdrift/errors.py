@@ -12,9 +12,11 @@ __all__ = [
     "EmbdriftError",
     "EmbeddingTypeError",
     "FileFormatError",
+    "IdMismatchError",
     "InsufficientDataError",
     "InvalidEmbeddingsError",
     "InvalidParameterError",
+    "MissingExtraError",
     "ReferenceFormatError",
     "StoreLockedError",
 ]
@@ -49,6 +51,15 @@ class InvalidParameterError(EmbdriftError, ValueError):
 
 class FileFormatError(EmbdriftError, ValueError):
     """A file that cannot be read as embeddings: unknown suffix, unreadable, no suitable column."""
+
+
+class IdMismatchError(EmbdriftError, ValueError):
+    """Ids of two inputs that should describe the same rows but do not (e.g. a texts file
+    that lacks ids of the embeddings window)."""
+
+
+class MissingExtraError(EmbdriftError, ImportError):
+    """A feature whose optional dependencies (a pip extra) are not installed."""
 
 
 class ReferenceFormatError(EmbdriftError, ValueError):

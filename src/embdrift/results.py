@@ -6,7 +6,10 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from embdrift.explain import Explanation
 
 __all__ = ["DriftResult", "MetricResult"]
 
@@ -95,6 +98,9 @@ class DriftResult:
         Number of random splits behind the p-values.
     timings : Mapping[str, float]
         Wall time in seconds of the stages of the check.
+    explanation : Explanation or None
+        What drifted (``embdrift.explain.explain``), when it was asked for; ``to_dict`` has an
+        ``"explanation"`` key only then.
     """
 
     drifted: bool
@@ -109,10 +115,11 @@ class DriftResult:
     decision_metrics: tuple[str, ...] = ()
     n_permutations: int = 0
     timings: Mapping[str, float] = field(default_factory=dict)
+    explanation: Explanation | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; ``embdrift check --json`` prints exactly this."""
-        return {
+        out: dict[str, Any] = {
             "drifted": bool(self.drifted),
             "p_value": float(self.p_value),
             "alpha": float(self.alpha),
@@ -126,12 +133,20 @@ class DriftResult:
             "n_permutations": int(self.n_permutations),
             "timings": {k: float(v) for k, v in self.timings.items()},
         }
+        if self.explanation is not None:
+            out["explanation"] = self.explanation.to_dict()
+        return out
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DriftResult:
+        explanation = None
+        if data.get("explanation") is not None:
+            from embdrift.explain import Explanation  # services import results, not the reverse
+
+            explanation = Explanation.from_dict(data["explanation"])
         return cls(
             drifted=bool(data["drifted"]),
             p_value=float(data["p_value"]),
@@ -145,6 +160,7 @@ class DriftResult:
             decision_metrics=tuple(data.get("decision_metrics", ())),
             n_permutations=int(data.get("n_permutations", 0)),
             timings=dict(data.get("timings", {})),
+            explanation=explanation,
         )
 
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from embdrift.cli import _check, _demo, _reference
+from embdrift.cli import _check, _demo, _embed, _reference
 
 __all__ = ["app", "main"]
 
@@ -22,6 +22,7 @@ app.add_typer(reference_app, name="reference")
 
 app.command("demo")(_demo.demo)
 app.command("check")(_check.check)
+app.command("embed")(_embed.embed)
 reference_app.command("build")(_reference.build)
 
 

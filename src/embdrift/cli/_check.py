@@ -10,13 +10,21 @@ import typer
 from embdrift.cli._common import (
     DEFAULT_STORE_PATH,
     StoreOption,
+    err_console,
     exits_on_error,
     out_console,
     progress,
     result_table,
 )
+from embdrift.errors import InvalidParameterError
 from embdrift.io import read_embeddings
 from embdrift.reference import Reference
+from embdrift.report.html import (
+    check_report_inputs,
+    read_texts,
+    with_explanation,
+    write_check_report,
+)
 from embdrift.store import Store
 
 __all__ = ["check"]
@@ -39,8 +47,21 @@ def check(
         bool, typer.Option("--fail-on-drift", help="Exit with status 1 when drift is found.")
     ] = False,
     store: StoreOption = DEFAULT_STORE_PATH,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Also explain the drift and write a self-contained HTML report here."),
+    ] = None,
+    texts: Annotated[
+        Path | None,
+        typer.Option(help="JSONL or Parquet of id -> text: example texts in the --report."),
+    ] = None,
 ) -> None:
-    """Score drift of a window against a reference; every run is appended to the store."""
+    """Score drift of a window against a reference; every run is appended to the store.
+    With --report, also explain what drifted (new, vanished and moved clusters with example ids
+    and, with --texts, example texts) in one HTML file."""
+    if texts is not None and report is None:
+        raise InvalidParameterError("--texts only feeds the HTML report; add --report FILE.")
+    text_table = read_texts(texts) if texts is not None else None
     ref = Reference.load(reference)
     with progress() as bar:
         task = bar.add_task(f"reading {source.name}", total=None)
@@ -48,8 +69,15 @@ def check(
             source, column=column, on_progress=lambda d, t: bar.update(task, completed=d, total=t)
         )
         bar.add_task(f"{permutations} permutations over {len(data.embeddings)} rows", total=None)
+        window_texts = check_report_inputs(data, text_table)
         result = ref.compare(data.embeddings, alpha=alpha, n_permutations=permutations, seed=seed)
+        if report is not None:
+            bar.add_task("explaining what drifted", total=None)
+            result = with_explanation(result, ref, data, seed=seed)
     Store(store).append_result(result, source=str(source))
+    if report is not None:
+        path = write_check_report(report, result, ref, data, window_texts, store, str(source))
+        err_console.print(f"wrote {path}")
     if as_json:
         typer.echo(result.to_json(indent=2))
     else:
