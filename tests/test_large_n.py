@@ -67,9 +67,11 @@ def test_min_effect_keeps_a_tiny_significant_drift_from_alerting() -> None:
     ref_rows, cur = _draw(7, 3000, shift=0.02)
     ref = Reference.fit(ref_rows, seed=0)
     plain = ref.compare(cur, n_permutations=99)
-    gated = ref.compare(cur, n_permutations=99, min_effect={"mmd": 0.5, "energy": 0.5,
-                                                              "novelty": 5.0,
-                                                              "reconstruction_error": 5.0})
+    gated = ref.compare(
+        cur,
+        n_permutations=99,
+        min_effect={"mmd": 0.5, "energy": 0.5, "novelty": 5.0, "reconstruction_error": 5.0},
+    )
     assert plain.drifted
     assert gated.p_value == plain.p_value
     assert not gated.drifted

@@ -80,12 +80,7 @@ def embed(
         raise InvalidParameterError(f"{str(source)!r} holds no texts; nothing to embed.")
     with progress() as bar:
         bar.add_task("loading all-MiniLM-L6-v2 (offline)", total=None)
-        try:
-            model = load_model()
-        except MissingExtraError as exc:
-            # printed without rich markup, which would swallow the "[text]" of the hint
-            err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(code=2) from None
+        model = load_model()
         bar.add_task(f"embedding {len(texts)} texts", total=None)
         vectors = embed_texts(list(texts.values()), batch_size=batch_size, model=model)
     _write_parquet(output, list(texts), vectors)

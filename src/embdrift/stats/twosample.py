@@ -200,12 +200,13 @@ class Wasserstein1D:
         # Large batches run in float32 (relative error ~1e-6, half the memory traffic);
         # small ones in float64, matching scipy to rounding.
         dtype = np.float32 if masks.size > 4_000_000 else np.float64
-        by_row = np.ascontiguousarray(masks.T, dtype=dtype)
-        scale = (1.0 / n + 1.0 / m).astype(dtype)[None, :]
-        positions = np.arange(1, masks.shape[1], dtype=dtype)[:, None] / m.astype(dtype)[None, :]
+        by_row: np.ndarray = np.ascontiguousarray(masks.T, dtype=dtype)
+        scale: np.ndarray = (1.0 / n + 1.0 / m).astype(dtype)[None, :]
+        positions: np.ndarray = np.arange(1, masks.shape[1], dtype=dtype)[:, None]
+        positions = positions / m.astype(dtype)[None, :]
         total = np.zeros(masks.shape[0])
         for j in range(self._cols.shape[1]):
-            counts = by_row[self._order[:-1, j]]
+            counts: np.ndarray = by_row[self._order[:-1, j]]
             np.cumsum(counts, axis=0, out=counts)
             # F_ref - F_cur at each sorted position: c/n - (i - c)/m = c (1/n + 1/m) - i/m
             counts *= scale
