@@ -576,19 +576,30 @@ class WeightedReservoir:
     ) -> WeightedReservoir:
         """Offer the rows of ``batch``; ``ids`` default to their running row numbers."""
         x = as_embeddings(batch, name="batch", dim=self._dim)
+        return self._update(x, _ids_for(ids, x.shape[0], start=self._count), weights)
+
+    def _update(
+        self, x: np.ndarray, ids: np.ndarray, weights: npt.ArrayLike | None
+    ) -> WeightedReservoir:
+        """``update`` for rows already validated (float32, finite, right dimension)."""
         m = x.shape[0]
-        id_arr = _ids_for(ids, m, start=self._count)
         w = _weights_for(weights, m)
-        keys = np.log(self._rng.random(m)) / w
-        self._offer(x, id_arr, keys)
+        keys = np.log(self._rng.random(m))
+        if weights is not None:
+            keys /= w
+        self._offer(x, ids, keys)
         self._count += m
         return self
 
     def _offer(self, x: np.ndarray, ids: np.ndarray, keys: np.ndarray) -> None:
         if self._dim is None:
             self._dim = int(x.shape[1])
-            self._rows = np.empty((0, self._dim), dtype=np.float32)
             self._ids = np.empty(0, dtype=ids.dtype)
+        if self._rows.shape[0] < self.capacity:
+            # Allocated once (np.empty does not touch the pages until rows are written).
+            grown = np.empty((self.capacity, self._dim), dtype=np.float32)
+            grown[: self.size] = self._rows[: self.size]
+            self._rows = grown
         elif x.shape[1] != self._dim:
             raise IncompatibleSketchError(
                 f"This reservoir holds rows of dimension {self._dim}; got {x.shape[1]}."
@@ -600,8 +611,8 @@ class WeightedReservoir:
             take = min(free, keys.size)
             order = np.argsort(keys)[::-1] if take < keys.size else np.arange(keys.size)
             head = order[:take]
+            self._rows[self.size : self.size + take] = x[head]
             self._keys = np.concatenate([self._keys, keys[head]])
-            self._rows = np.concatenate([self._rows, x[head]])
             self._ids = np.concatenate([self._ids, ids[head].astype(self._ids.dtype)])
             keys, x, ids = keys[order[take:]], x[order[take:]], ids[order[take:]]
             if keys.size == 0:
@@ -644,7 +655,7 @@ class WeightedReservoir:
             "rng": json.loads(json.dumps(self._rng.bit_generator.state)),
             "rng_name": type(self._rng.bit_generator).__name__,
         }
-        arrays = {"keys": self._keys, "rows": self._rows, "ids": self._ids}
+        arrays = {"keys": self._keys, "rows": self._rows[: self.size], "ids": self._ids}
         return _codec.encode(self._kind, meta, arrays)
 
     @classmethod

@@ -18,6 +18,8 @@ from embdrift.stream.sketches import (
     RFFMeanSketch,
     WeightedReservoir,
     _check_basis,
+    _ids_for,
+    _weights_for,
 )
 from embdrift.stream.statistics import ReferenceSide, WindowView
 
@@ -101,10 +103,12 @@ class SketchSet:
         ``weights`` (positive) only affect the reservoir's sampling.
         """
         x = as_embeddings(batch, name="batch", dim=self.basis.dim)
+        # ids and weights are validated before any sketch changes: nothing is half-applied.
+        id_arr = _ids_for(ids, x.shape[0], start=self.count)
+        w = None if weights is None else _weights_for(weights, x.shape[0])
         features = self.basis._features(x)
         if self.reservoir_size:
-            # Validates ids/weights before any sketch changes: nothing is half-applied.
-            self.reservoir.update(x, ids=ids, weights=weights)
+            self.reservoir._update(x, id_arr, w)
         self.rff._update(features)
         self.moments._update(features)
         self.quantiles._update(features)
