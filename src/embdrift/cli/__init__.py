@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from embdrift.cli import _check, _demo, _reference
+from embdrift.cli import _check, _demo, _reference, _stream
 
 __all__ = ["app", "main"]
 
@@ -23,6 +23,7 @@ app.add_typer(reference_app, name="reference")
 app.command("demo")(_demo.demo)
 app.command("check")(_check.check)
 reference_app.command("build")(_reference.build)
+app.command("stream")(_stream.stream)  # streaming monitor (issue 5)
 
 
 def main() -> None:

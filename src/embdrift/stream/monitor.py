@@ -10,6 +10,8 @@ check combines its permutation p-values.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -82,6 +84,9 @@ class WindowResult:
             "example_ids": list(self.example_ids),
         }
 
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WindowResult:
         return cls(
@@ -144,7 +149,9 @@ class StreamMonitor:
         Sketch settings (see :class:`StreamBasis` and :class:`SketchSet`); the reservoir
         budget is split evenly over the ``window / step`` panes of a window.
     n_calibration : int
-        Null replicates per window size (:class:`SketchNull`).
+        Null replicates per window size (:class:`SketchNull`). The combined p-value cannot
+        fall below about (J + 1) / (n_calibration + 1) for J = 10 metrics, so it must be at
+        least (J + 1) / alpha − 1 (219 for alpha = 0.05; 500 by default).
     min_window_rows : int
         Time windows with fewer rows are skipped (no test is meaningful on them).
     seed : int
@@ -217,6 +224,15 @@ class StreamMonitor:
             raise InvalidParameterError(
                 f"The 'step' parameter must be of the same kind as 'window' (rows or time) and"
                 f" divide it; got window={window!r}, step={self.step!r}."
+            )
+        n_cal = check_int(n_calibration, name="n_calibration", low=19)
+        if (len(STREAM_METRICS) + 1) / (n_cal + 1) > self.alpha:
+            # min-p over J metrics cannot go below about J / (B + 1): never able to alarm.
+            raise InvalidParameterError(
+                f"n_calibration={n_cal} is too small for alpha={self.alpha}: the combined"
+                f" p-value of {len(STREAM_METRICS)} metrics cannot fall below about"
+                f" {len(STREAM_METRICS) + 1}/(n_calibration + 1). Use n_calibration >="
+                f" {math.ceil((len(STREAM_METRICS) + 1) / self.alpha) - 1}."
             )
         self._mode = kind_w
         self._step = span_s

@@ -598,7 +598,8 @@ class WeightedReservoir:
         if self._rows.shape[0] < self.capacity:
             # Allocated once (np.empty does not touch the pages until rows are written).
             grown = np.empty((self.capacity, self._dim), dtype=np.float32)
-            grown[: self.size] = self._rows[: self.size]
+            if self.size:
+                grown[: self.size] = self._rows[: self.size]
             self._rows = grown
         elif x.shape[1] != self._dim:
             raise IncompatibleSketchError(
