@@ -177,7 +177,7 @@ class StreamMonitor:
     >>> from embdrift import Reference
     >>> rng = np.random.default_rng(0)
     >>> ref = Reference.fit(rng.normal(size=(600, 8)), n_components=3)
-    >>> mon = StreamMonitor(ref, window=200, n_calibration=99, reservoir_size=50)
+    >>> mon = StreamMonitor(ref, window=200, n_calibration=219, reservoir_size=50)
     >>> _ = mon.update(rng.normal(size=(400, 8)))
     >>> [w.result.drifted for w in mon.check()]
     [False, False]
