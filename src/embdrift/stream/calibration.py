@@ -83,6 +83,8 @@ class SketchNull:
         self._phi = np.hstack([np.cos(feats.angles), np.sin(feats.angles)]) * scale
         self._z = np.asarray(feats.projections, dtype=np.float64)
         self._res = np.asarray(feats.residuals, dtype=np.float64)
+        self._z32 = self._z.astype(np.float32)
+        self._res32 = self._res.astype(np.float32)
         self._feats = feats
         self.reference_side = ReferenceSide.from_features(feats)
         self._cache: dict[int, tuple[int, int, np.ndarray]] = {}
@@ -120,34 +122,49 @@ class SketchNull:
 
     def _simulate(self, m_b: int) -> tuple[int, int, np.ndarray]:
         rng = np.random.default_rng([self.seed, m_b])
-        n = self.n_reference
+        n, big_b = self.n_reference, self.n_calibration
         edges = self.basis.pc1_edges
         smoothing = self.basis.reference.params.smoothing
-        out = np.empty((self.n_calibration, len(STREAM_METRICS)))
-        for b in range(self.n_calibration):
-            perm = rng.permutation(n)
-            cur, ref = perm[:m_b], np.sort(perm[m_b:])
-            ref_side = self._side(ref)
+        perms = np.argsort(rng.random((big_b, n)), axis=1)
+        cur_rows, ref_rows = perms[:, :m_b], perms[:, m_b:]
+        # Reference sides of every replicate at once: sums, moments, sorted columns.
+        cols = np.vstack([self._z.T, self._res[None, :]])  # (p + 1, n)
+        ref_sorted = np.sort(cols[:, ref_rows], axis=2)  # (p + 1, B, n - m_b)
+        ref_quant = _exact_quantiles(ref_sorted.reshape(-1, n - m_b), _GRID).reshape(
+            cols.shape[0], big_b, -1
+        )
+        phi_all = self._phi.sum(axis=0)
+        out = np.empty((big_b, len(STREAM_METRICS)))
+        for b in range(big_b):
+            cur = cur_rows[b]
+            phi_cur = self._phi[cur].sum(axis=0)
+            z_cur, z_ref = self._z[cur], self._z[ref_rows[b]]
+            ref_side = ReferenceSide(
+                count=n - m_b,
+                rff_sum=phi_all - phi_cur,
+                mean=z_ref.mean(axis=0),
+                cov=_cov(z_ref),
+                sorted_values=ref_sorted[:, b],
+                quantiles=ref_quant[:, b],
+            )
             quant = ProjectionQuantiles(self.basis, self.quantile_k)
             quant._update(
                 BatchFeatures(
                     angles=self._feats.angles[:0],
-                    projections=self._z[cur].astype(np.float32),
-                    residuals=self._res[cur].astype(np.float32),
+                    projections=self._z32[cur],
+                    residuals=self._res32[cur],
                 )
             )
-            quant._count = m_b
-            z = self._z[cur]
             sketches = quant.projections + [quant.residual]
-            grid = np.vstack([s.quantiles(_GRID) for s in sketches])
+            grid = np.vstack([sk.quantiles(_GRID) for sk in sketches])
             points = np.unique(
                 np.concatenate([ref_side.sorted_values[0], grid[0]]).astype(np.float32)
             )
             view = WindowView(
                 count=m_b,
-                rff_sum=self._phi[cur].sum(axis=0),
-                mean=z.mean(axis=0),
-                cov=np.cov(z, rowvar=False, ddof=1).reshape(z.shape[1], z.shape[1]),
+                rff_sum=phi_cur,
+                mean=z_cur.mean(axis=0),
+                cov=_cov(z_cur),
                 quantiles=grid,
                 pc1_cdf_points=points.astype(np.float64),
                 pc1_cdf=quant.projections[0].cdf(points),
@@ -156,15 +173,7 @@ class SketchNull:
             out[b] = sketch_statistics(ref_side, view, pc1_edges=edges, smoothing=smoothing)
         return n - m_b, m_b, drift_scores(out)
 
-    def _side(self, rows: np.ndarray) -> ReferenceSide:
-        z = self._z[rows]
-        cols = np.vstack([z.T, self._res[rows][None, :]])
-        ordered = np.sort(cols, axis=1)
-        return ReferenceSide(
-            count=int(rows.size),
-            rff_sum=self._phi[rows].sum(axis=0),
-            mean=z.mean(axis=0),
-            cov=np.cov(z, rowvar=False, ddof=1).reshape(z.shape[1], z.shape[1]),
-            sorted_values=ordered,
-            quantiles=_exact_quantiles(ordered, _GRID),
-        )
+
+def _cov(z: np.ndarray) -> np.ndarray:
+    centred = z - z.mean(axis=0)
+    return np.asarray(centred.T @ centred / max(z.shape[0] - 1, 1))

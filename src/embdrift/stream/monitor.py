@@ -374,6 +374,7 @@ class StreamMonitor:
                 self._current_key = key + 1
                 if len(self._panes) == self._n_panes:
                     self._evaluate_window(key)
+                    self._panes.popleft()  # only the last n_panes - 1 panes are needed later
 
     def _update_time(self, x: np.ndarray, ids: np.ndarray, ts: np.ndarray) -> None:
         keys = ts // self._step
@@ -392,6 +393,8 @@ class StreamMonitor:
         self._close_pane(last)
         for end in range(last, min(key - 1, last + self._n_panes - 1) + 1):
             self._evaluate_window(end)
+        while self._panes and self._panes[0][0] <= key - self._n_panes:
+            self._panes.popleft()  # no window ending at pane key or later contains it
 
     def flush(self) -> StreamMonitor:
         """End of stream: close the open time pane and its windows (count panes must fill)."""
