@@ -182,20 +182,21 @@ def test_bad_settings_are_named(ref32):
 
 def test_state_is_bounded_after_a_million_rows(ref32):
     # Low dimension keeps 1M rows fast; one generated batch is reused (sketch state does not
-    # depend on whether rows repeat). Default sketch sizes: KLL k=200, reservoir 10,000.
+    # depend on whether rows repeat). Default KLL k=200 and reservoir of 10,000 rows; few
+    # random frequencies, since their state (2D sums) is fixed-size whatever the row count.
     rng = np.random.default_rng(0)
     block = ref32.sample[rng.integers(0, ref32.sample.shape[0], 10_000)]
     block = block + rng.normal(scale=0.01, size=block.shape).astype(np.float32)
-    basis = StreamBasis(ref32)
+    basis = StreamBasis(ref32, n_frequencies=64)
     sketches = SketchSet(basis).update(block)
     small = len(sketches.to_bytes())
-    for _ in range(99):
-        sketches.update(block)
-    assert sketches.count == 1_000_000
+    for _ in range(7):  # merging with a copy doubles the rows: 10k -> 1.28M
+        sketches.merge(sketches.copy())
+    assert sketches.count == 1_280_000
     large = len(sketches.to_bytes())
     assert large <= 1.2 * small and large < 50e6
 
-    mon = StreamMonitor(ref32, window=50_000, step=25_000, n_calibration=219)
+    mon = StreamMonitor(ref32, window=50_000, step=25_000, n_calibration=219, n_frequencies=64)
     mon.update(block).update(block).update(block)
     at_30k = len(mon.state_bytes())
     for _ in range(100):
