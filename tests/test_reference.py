@@ -45,7 +45,9 @@ def test_public_api_shape(reference: Reference, windows: tuple[np.ndarray, np.nd
     assert res.n_current == 200
 
 
-def test_same_seed_same_result(reference: Reference, windows: tuple[np.ndarray, np.ndarray]) -> None:
+def test_same_seed_same_result(
+    reference: Reference, windows: tuple[np.ndarray, np.ndarray]
+) -> None:
     a = reference.compare(windows[1], n_permutations=99, seed=3).to_dict()
     b = reference.compare(windows[1], n_permutations=99, seed=3).to_dict()
     a.pop("timings")
@@ -53,8 +55,9 @@ def test_same_seed_same_result(reference: Reference, windows: tuple[np.ndarray, 
     assert a == b
 
 
-def test_save_load_roundtrip(reference: Reference, windows: tuple[np.ndarray, np.ndarray],
-                             tmp_path: Path) -> None:
+def test_save_load_roundtrip(
+    reference: Reference, windows: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
     path = reference.save(tmp_path / "ref.npz")
     loaded = Reference.load(path)
     assert loaded.reference_id == reference.reference_id
@@ -111,8 +114,9 @@ def test_frozen_state_does_not_depend_on_current_window(seed: int) -> None:
     shuffled = current[np.random.default_rng(seed + 1).permutation(50)]
     res2 = ref.compare(shuffled, n_permutations=19, metrics=["mmd", "wasserstein_pc1"])
     for name in res.metrics:
-        assert res2.metrics[name].value == pytest.approx(res.metrics[name].value, rel=1e-9,
-                                                         abs=1e-12)
+        assert res2.metrics[name].value == pytest.approx(
+            res.metrics[name].value, rel=1e-9, abs=1e-12
+        )
 
 
 def test_caller_arrays_are_not_modified(windows: tuple[np.ndarray, np.ndarray]) -> None:

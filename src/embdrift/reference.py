@@ -367,7 +367,8 @@ class Reference:
         target = Path(path)
         meta = {**self._metadata(), "reference_id": self.reference_id}
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, metadata=np.array(json.dumps(meta)), **self._arrays())
+        arrays: dict[str, Any] = {"metadata": np.array(json.dumps(meta)), **self._arrays()}
+        np.savez_compressed(buffer, **arrays)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
         try:

@@ -47,8 +47,9 @@ def test_mmd2_matches_plain_double_loop() -> None:
     y = rng.normal(0.3, 1.2, size=(31, 5))
     h = 1.7
     # Inputs are float32 inside embdrift: compare against the loop on the same float32 values.
-    expected = _mmd2_plain(x.astype(np.float32).astype(np.float64),
-                           y.astype(np.float32).astype(np.float64), h)
+    expected = _mmd2_plain(
+        x.astype(np.float32).astype(np.float64), y.astype(np.float32).astype(np.float64), h
+    )
     assert mmd2_unbiased(x, y, bandwidth=h) == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
