@@ -17,7 +17,7 @@ from embdrift.errors import (
 from embdrift.stream import SketchSet, StreamBasis, StreamMonitor
 
 WEIGHTS = np.array([1.0, 1.0, 1.0, 1.0, 0.0])
-SMALL = {"n_frequencies": 128, "n_projections": 8, "quantile_k": 64, "n_calibration": 219}
+SMALL = {"n_frequencies": 128, "n_projections": 8, "quantile_k": 64, "n_calibration": 99}
 
 
 def _rows(world, n, seed, shift=0.0):
@@ -172,8 +172,8 @@ def test_bad_settings_are_named(ref32):
         StreamMonitor(ref32, window=300, step=200)
     with pytest.raises(InvalidParameterError, match="same kind"):
         StreamMonitor(ref32, window=300, step=dt.timedelta(seconds=1))
-    with pytest.raises(InvalidParameterError, match="n_calibration >= 219"):
-        StreamMonitor(ref32, window=300, n_calibration=100)
+    with pytest.raises(InvalidParameterError, match="n_calibration >= 39"):
+        StreamMonitor(ref32, window=300, n_calibration=20)
     with pytest.raises(InvalidParameterError, match="'alpha'"):
         StreamMonitor(ref32, window=300, alpha=1.5)
     with pytest.raises(TypeError, match="Reference"):
@@ -196,7 +196,7 @@ def test_state_is_bounded_after_a_million_rows(ref32):
     large = len(sketches.to_bytes())
     assert large <= 1.2 * small and large < 50e6
 
-    mon = StreamMonitor(ref32, window=50_000, step=25_000, n_calibration=219, n_frequencies=64)
+    mon = StreamMonitor(ref32, window=50_000, step=25_000, n_calibration=99, n_frequencies=64)
     mon.update(block).update(block).update(block)
     at_30k = len(mon.state_bytes())
     for _ in range(100):

@@ -149,9 +149,8 @@ class StreamMonitor:
         Sketch settings (see :class:`StreamBasis` and :class:`SketchSet`); the reservoir
         budget is split evenly over the ``window / step`` panes of a window.
     n_calibration : int
-        Null replicates per window size (:class:`SketchNull`). The combined p-value cannot
-        fall below about (J + 1) / (n_calibration + 1) for J = 10 metrics, so it must be at
-        least (J + 1) / alpha − 1 (219 for alpha = 0.05; 500 by default).
+        Null replicates per window size (:class:`SketchNull`; default 500). P-values are
+        multiples of 1 / (n_calibration + 1), so at least 2 / alpha − 1 are required.
     min_window_rows : int
         Time windows with fewer rows are skipped (no test is meaningful on them).
     seed : int
@@ -226,13 +225,12 @@ class StreamMonitor:
                 f" divide it; got window={window!r}, step={self.step!r}."
             )
         n_cal = check_int(n_calibration, name="n_calibration", low=19)
-        if (len(STREAM_METRICS) + 1) / (n_cal + 1) > self.alpha:
-            # min-p over J metrics cannot go below about J / (B + 1): never able to alarm.
+        if 2.0 / (n_cal + 1) > self.alpha:
+            # The smallest attainable p-value is 1 / (B + 1): keep it at most alpha / 2.
             raise InvalidParameterError(
-                f"n_calibration={n_cal} is too small for alpha={self.alpha}: the combined"
-                f" p-value of {len(STREAM_METRICS)} metrics cannot fall below about"
-                f" {len(STREAM_METRICS) + 1}/(n_calibration + 1). Use n_calibration >="
-                f" {math.ceil((len(STREAM_METRICS) + 1) / self.alpha) - 1}."
+                f"n_calibration={n_cal} is too small for alpha={self.alpha}: p-values are"
+                f" multiples of 1/(n_calibration + 1). Use n_calibration >="
+                f" {math.ceil(2.0 / self.alpha) - 1}."
             )
         self._mode = kind_w
         self._step = span_s
