@@ -29,7 +29,8 @@ def encode(kind: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray])
     """Serialise ``meta`` (JSON-ready) and ``arrays`` under the object kind ``kind``."""
     text = json.dumps({"kind": kind, **meta}, sort_keys=True).encode()
     buffer = io.BytesIO()
-    np.savez(buffer, **{key: np.asarray(value) for key, value in arrays.items()})
+    payload: dict[str, Any] = {key: np.asarray(value) for key, value in arrays.items()}
+    np.savez(buffer, **payload)
     return _HEADER.pack(MAGIC, FORMAT_VERSION, len(text)) + text + buffer.getvalue()
 
 

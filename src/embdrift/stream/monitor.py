@@ -413,6 +413,8 @@ class StreamMonitor:
         merged = parts[0].copy()
         for part in parts[1:]:
             merged.merge(part)
+        start: Any
+        end: Any
         if self._mode == "count":
             start = (end_key - self._n_panes + 1) * self._step
             end = (end_key + 1) * self._step

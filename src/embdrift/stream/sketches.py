@@ -656,7 +656,11 @@ class WeightedReservoir:
             "rng": json.loads(json.dumps(self._rng.bit_generator.state)),
             "rng_name": type(self._rng.bit_generator).__name__,
         }
-        arrays = {"keys": self._keys, "rows": self._rows[: self.size], "ids": self._ids}
+        arrays: dict[str, np.ndarray] = {
+            "keys": self._keys,
+            "rows": self._rows[: self.size],
+            "ids": self._ids,
+        }
         return _codec.encode(self._kind, meta, arrays)
 
     @classmethod
@@ -690,6 +694,8 @@ def _ids_for(ids: Sequence[Any] | np.ndarray | None, m: int, *, start: int) -> n
         raise InvalidParameterError(
             f"The 'ids' parameter must hold one id per row ({m}); got shape {arr.shape}."
         )
+    if arr.dtype == object and all(isinstance(v, str | int | np.integer) for v in arr.tolist()):
+        arr = np.array([str(v) for v in arr.tolist()])  # e.g. string columns read by pyarrow
     if arr.dtype.kind not in "iuUS":
         raise InvalidParameterError(
             f"The 'ids' parameter must hold ints or strings; got dtype {arr.dtype}."
