@@ -158,7 +158,8 @@ def test_stream_on_real_text_keeps_its_false_alarm_rate(real_text):
     strict=True,
     reason="known gap: on real text with 6% of a new section (m=300), the sketch test with 512"
     " random frequencies detects ~20% of windows where the exact batch check (MMD + energy)"
-    " detects ~75% (40 windows each, measured 2026-11-26); see docs/streaming.md, Limits",
+    ' detects ~75% (40 windows each, measured 2026-11-26); see docs/streaming.md, "Agreement'
+    ' with the batch check"',
 )
 def test_stream_power_on_real_text_is_within_10_points_of_batch(real_text):
     emb, test_rows, new_rows, ref, rng = _real_text_setup(real_text)
