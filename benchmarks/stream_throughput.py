@@ -94,7 +94,7 @@ def _print(rows: list[dict[str, object]]) -> None:
         table.add_column(key, justify="right")
     for row in rows:
         table.add_row(*(str(v) for v in row.values()))
-    Console().print(table)
+    Console(width=200).print(table)
 
 
 if __name__ == "__main__":
