@@ -13,12 +13,15 @@ __all__ = [
     "EmbeddingTypeError",
     "FileFormatError",
     "IdMismatchError",
+    "IncompatibleSketchError",
     "InsufficientDataError",
     "InvalidEmbeddingsError",
     "InvalidParameterError",
     "MissingExtraError",
     "ReferenceFormatError",
+    "SketchFormatError",
     "StoreLockedError",
+    "TimestampOrderError",
 ]
 
 
@@ -68,3 +71,16 @@ class ReferenceFormatError(EmbdriftError, ValueError):
 
 class StoreLockedError(EmbdriftError, RuntimeError):
     """The DuckDB store is held by another process (DuckDB allows one writer per file)."""
+
+
+# ---------------------------------------------------------------------- streaming (issue 5)
+class IncompatibleSketchError(EmbdriftError, ValueError):
+    """A merge of sketches built for different references, bases or sizes (k, capacity)."""
+
+
+class SketchFormatError(EmbdriftError, ValueError):
+    """Bytes that are not a serialised embdrift sketch or monitor state of a supported version."""
+
+
+class TimestampOrderError(EmbdriftError, ValueError):
+    """Timestamps that go back in time, within a batch or against what a monitor already saw."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from embdrift.cli import _check, _demo, _embed, _reference
+from embdrift.cli import _check, _demo, _embed, _reference, _stream
 
 __all__ = ["app", "main"]
 
@@ -24,6 +24,7 @@ app.command("demo")(_demo.demo)
 app.command("check")(_check.check)
 app.command("embed")(_embed.embed)
 reference_app.command("build")(_reference.build)
+app.command("stream")(_stream.stream)
 
 
 def main() -> None:

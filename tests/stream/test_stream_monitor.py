@@ -1,0 +1,207 @@
+"""StreamMonitor: count and time windows, alert state, checkpoints, memory bound, bad input."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from embdrift.errors import (
+    DimensionMismatchError,
+    IncompatibleSketchError,
+    InvalidParameterError,
+    SketchFormatError,
+    TimestampOrderError,
+)
+from embdrift.stream import SketchSet, StreamBasis, StreamMonitor
+
+WEIGHTS = np.array([1.0, 1.0, 1.0, 1.0, 0.0])
+SMALL = {"n_frequencies": 128, "n_projections": 8, "quantile_k": 64, "n_calibration": 99}
+
+
+def _rows(world, n, seed, shift=0.0):
+    x, _ = world.sample(n, weights=WEIGHTS, seed=seed)
+    return x + np.float32(shift)
+
+
+def _monitor(ref, **kw):
+    opts = {**SMALL, "reservoir_size": 30, **kw}
+    return StreamMonitor(ref, **opts)
+
+
+def test_count_windows_tumbling_and_sliding(world32, ref32):
+    x = _rows(world32, 1000, 1)
+    tumbling = _monitor(ref32, window=200)
+    for lo in range(0, 1000, 130):  # batch boundaries do not line up with windows
+        tumbling.update(x[lo : lo + 130])
+    got = tumbling.check()
+    assert [(w.start, w.end) for w in got] == [(i * 200, (i + 1) * 200) for i in range(5)]
+    assert all(w.result.n_current == 200 for w in got)
+    assert tumbling.check() == []  # results are handed out once
+    sliding = _monitor(ref32, window=400, step=100).update(x)
+    ends = [w.end for w in sliding.check()]
+    assert ends == [400, 500, 600, 700, 800, 900, 1000]
+    # The same rows give the same exact (sum-based) statistics, however they were batched.
+    one = _monitor(ref32, window=200).update(x[:200]).check()[0].result.metrics
+    assert one["mmd"].value == pytest.approx(got[0].result.metrics["mmd"].value, rel=1e-9)
+    assert one["frechet"].value == pytest.approx(got[0].result.metrics["frechet"].value, rel=1e-9)
+
+
+def test_time_windows_with_gaps_and_flush(world32, ref32):
+    x = _rows(world32, 900, 2)
+    t0 = np.datetime64("2026-03-01T00:00:00", "ns")
+    seconds = np.concatenate([np.linspace(0, 3500, 300), np.linspace(3600, 7100, 300)])
+    seconds = np.concatenate([seconds, np.linspace(4 * 3600, 4 * 3600 + 1800, 300)])
+    stamps = t0 + (seconds * 1e9).astype("timedelta64[ns]")
+    mon = _monitor(ref32, window=dt.timedelta(hours=1))
+    mon.update(x[:450], timestamps=stamps[:450]).update(x[450:], timestamps=stamps[450:])
+    closed = mon.check()
+    assert [w.result.n_current for w in closed] == [300, 300]  # hours 0 and 1; 2-3 empty
+    assert closed[1].start == t0 + np.timedelta64(1, "h")
+    assert closed[1].end == t0 + np.timedelta64(2, "h")
+    last = mon.flush().check()
+    assert [(w.start, w.result.n_current) for w in last] == [(t0 + np.timedelta64(4, "h"), 300)]
+    sliding = _monitor(ref32, window=dt.timedelta(hours=2), step=dt.timedelta(hours=1))
+    sliding.update(x[:600], timestamps=stamps[:600]).update(x[600:], timestamps=stamps[600:])
+    assert [w.result.n_current for w in sliding.check()] == [300, 600, 300]
+    # Numeric timestamps are seconds since the epoch.
+    secs = _monitor(ref32, window=dt.timedelta(minutes=30))
+    secs.update(x[:300], timestamps=np.linspace(0, 3599, 300)).flush()
+    assert [w.result.n_current for w in secs.check()] == [150, 150]
+
+
+def test_windows_below_min_rows_are_skipped(world32, ref32):
+    x = _rows(world32, 230, 3)
+    stamps = np.concatenate([np.zeros(10), np.full(220, 7200.0)])
+    mon = _monitor(ref32, window=dt.timedelta(hours=1), min_window_rows=20)
+    mon.update(x, timestamps=stamps).flush()
+    assert [w.result.n_current for w in mon.check()] == [220]
+
+
+def test_drift_raises_and_clears_the_alert_after_consecutive_windows(world32, ref32):
+    mon = _monitor(ref32, window=200, consecutive=2, alpha=0.05)
+    mon.update(_rows(world32, 200, 4))
+    mon.update(_rows(world32, 400, 5, shift=0.08))
+    mon.update(_rows(world32, 200, 6))
+    got = mon.check()
+    assert [w.result.drifted for w in got[1:3]] == [True, True]
+    assert [w.alert for w in got[1:]] == [False, True, False]
+    assert got[-1].result.drifted is False and mon.alert is False
+
+
+@pytest.mark.parametrize(("alpha", "r"), [(0.05, 1), (0.05, 2), (0.1, 3)])
+def test_expected_windows_to_false_alert_matches_the_markov_chain(ref32, alpha, r):
+    # Expected steps to r successes in a row: solve the absorbing Markov chain directly.
+    q = np.zeros((r, r))
+    for state in range(r):
+        q[state, 0] += 1 - alpha
+        if state + 1 < r:
+            q[state, state + 1] += alpha
+    steps = np.linalg.solve(np.eye(r) - q, np.ones(r))[0]
+    mon = _monitor(ref32, window=100, alpha=alpha, consecutive=r, n_calibration=499)
+    assert mon.expected_windows_to_false_alert == pytest.approx(steps, rel=1e-9)
+
+
+def test_state_bytes_restore_continues_identically(world32, ref32, other_basis):
+    x = _rows(world32, 700, 7)
+    whole = _monitor(ref32, window=200, step=100).update(x)
+    first = _monitor(ref32, window=200, step=100).update(x[:350])
+    state = first.state_bytes()
+    restored = StreamMonitor.from_state(ref32, state).update(x[350:])
+    a, b = whole.check(), restored.check()
+    assert [w.index for w in a] == [w.index for w in b] and len(a) == 6
+    assert [(w.start, w.end) for w in a] == [(w.start, w.end) for w in b]
+    for wa, wb in zip(a, b, strict=True):
+        for name in ("mmd", "mean_shift", "spread_ratio", "frechet"):
+            assert wa.result.metrics[name].value == pytest.approx(
+                wb.result.metrics[name].value, rel=1e-9
+            )
+    assert restored.count == 700
+    with pytest.raises(IncompatibleSketchError) as info:
+        StreamMonitor.from_state(other_basis.reference, state)
+    assert ref32.reference_id in str(info.value)
+    assert other_basis.reference_id in str(info.value)
+    with pytest.raises(SketchFormatError):
+        StreamMonitor.from_state(ref32, state[:100])
+
+
+def test_time_state_round_trip(world32, ref32):
+    x = _rows(world32, 400, 8)
+    stamps = np.datetime64("2026-03-01", "ns") + np.arange(400) * np.timedelta64(20, "s")
+    mon = _monitor(ref32, window=dt.timedelta(hours=1)).update(x[:250], timestamps=stamps[:250])
+    back = StreamMonitor.from_state(ref32, mon.state_bytes())
+    assert back.check()[0].end == mon.check()[0].end
+    with pytest.raises(TimestampOrderError, match="before the last timestamp"):
+        back.update(x[250:], timestamps=stamps[250:] - np.timedelta64(2, "h"))
+    back.update(x[250:], timestamps=stamps[250:]).flush()
+    assert sum(w.result.n_current for w in back.check()) == 400 - 180
+
+
+def test_bad_input_leaves_the_monitor_unchanged(world32, ref32):
+    mon = _monitor(ref32, window=dt.timedelta(minutes=10))
+    mon.update(_rows(world32, 50, 9), timestamps=np.arange(50.0))
+    before = mon.state_bytes()
+    x = _rows(world32, 5, 10)
+    with pytest.raises(TimestampOrderError, match="non-decreasing; row 2"):
+        mon.update(x, timestamps=[60.0, 61.0, 59.0, 62.0, 63.0])
+    with pytest.raises(TimestampOrderError, match="before the last"):
+        mon.update(x, timestamps=np.arange(5.0))
+    with pytest.raises(InvalidParameterError, match="Time windows need 'timestamps'"):
+        mon.update(x)
+    with pytest.raises(InvalidParameterError, match="one timestamp per row"):
+        mon.update(x, timestamps=[100.0])
+    with pytest.raises(InvalidParameterError, match="NaN"):
+        mon.update(x, timestamps=[100.0, np.nan, 101, 102, 103])
+    with pytest.raises(InvalidParameterError, match="datetime64 or numeric"):
+        mon.update(x, timestamps=["a", "b", "c", "d", "e"])
+    with pytest.raises(DimensionMismatchError):
+        mon.update(np.zeros((5, 3)), timestamps=np.arange(100.0, 105.0))
+    with pytest.raises(InvalidParameterError, match="duplicate ids"):
+        mon.update(x, timestamps=np.arange(100.0, 105.0), ids=[1, 2, 3, 4, 4])
+    assert mon.state_bytes() == before
+    assert mon.count == 50
+
+
+def test_bad_settings_are_named(ref32):
+    with pytest.raises(InvalidParameterError, match="'window' parameter"):
+        StreamMonitor(ref32, window=0)
+    with pytest.raises(InvalidParameterError, match="'window' parameter"):
+        StreamMonitor(ref32, window=1.5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidParameterError, match="divide it"):
+        StreamMonitor(ref32, window=300, step=200)
+    with pytest.raises(InvalidParameterError, match="same kind"):
+        StreamMonitor(ref32, window=300, step=dt.timedelta(seconds=1))
+    with pytest.raises(InvalidParameterError, match="n_calibration >= 39"):
+        StreamMonitor(ref32, window=300, n_calibration=20)
+    with pytest.raises(InvalidParameterError, match="'alpha'"):
+        StreamMonitor(ref32, window=300, alpha=1.5)
+    with pytest.raises(TypeError, match="Reference"):
+        StreamMonitor("ref.npz", window=300)  # type: ignore[arg-type]
+
+
+def test_state_is_bounded_after_a_million_rows(ref32):
+    # Low dimension keeps 1M rows fast; one generated batch is reused (sketch state does not
+    # depend on whether rows repeat). Default KLL k=200 and reservoir of 10,000 rows; few
+    # random frequencies, since their state (2D sums) is fixed-size whatever the row count.
+    rng = np.random.default_rng(0)
+    block = ref32.sample[rng.integers(0, ref32.sample.shape[0], 10_000)]
+    block = block + rng.normal(scale=0.01, size=block.shape).astype(np.float32)
+    basis = StreamBasis(ref32, n_frequencies=64)
+    sketches = SketchSet(basis).update(block)
+    small = len(sketches.to_bytes())
+    for _ in range(7):  # merging with a copy doubles the rows: 10k -> 1.28M
+        sketches.merge(sketches.copy())
+    assert sketches.count == 1_280_000
+    large = len(sketches.to_bytes())
+    assert large <= 1.2 * small and large < 50e6
+
+    mon = StreamMonitor(ref32, window=50_000, step=25_000, n_calibration=99, n_frequencies=64)
+    mon.update(block).update(block).update(block)
+    at_30k = len(mon.state_bytes())
+    for _ in range(100):
+        mon.update(block)
+        mon.check()
+    assert mon.count == 1_030_000
+    at_1m = len(mon.state_bytes())
+    assert at_1m <= 1.2 * at_30k and at_1m < 50e6
