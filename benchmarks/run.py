@@ -97,6 +97,8 @@ def detect(
                 continue
             x, y = pair(scenario, n, 10_000 + seed)
             tallies[scenario].add(check(x, y, seed))
+        if (seed + 1) % 100 == 0:
+            log(f"  {method} / {dataset}: {seed + 1} seeds, {time.perf_counter() - start:.0f} s")
         if time.perf_counter() - start > budget:
             log(
                 f"  {method} / {dataset}: time budget {budget:.0f} s reached after {seed + 1} seeds"
@@ -119,6 +121,11 @@ def _vm_hwm_mb() -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024.0
     return float("nan")
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # all threads of this process
+    return usage.ru_utime + usage.ru_stime
 
 
 def _reset_hwm() -> bool:
@@ -144,6 +151,7 @@ def cost_worker(method: str, n: int) -> None:
         ref = Reference.fit(x[:64], seed=0)  # warm imports and code paths outside the timing
         ref.compare(y[:64], n_permutations=19)
         reset = _reset_hwm()
+        c0 = _cpu_seconds()
         t0 = time.perf_counter()
         ref = Reference.fit(x, seed=0)
         t1 = time.perf_counter()
@@ -155,10 +163,17 @@ def cost_worker(method: str, n: int) -> None:
         small = 64
         check(x[:small], y[:small], 0)  # warm imports (torch, pandas) outside the timing
         reset = _reset_hwm()
+        c0 = _cpu_seconds()
         t0 = time.perf_counter()
         outcome = check(x, y, 0)
         report.update(seconds=time.perf_counter() - t0, p_value=outcome.p_value)
-    report.update(peak_rss_mb=_vm_hwm_mb(), hwm_reset=reset, status="ok")
+    report.update(
+        cpu_seconds=_cpu_seconds() - c0,
+        peak_rss_mb=_vm_hwm_mb(),
+        hwm_reset=reset,
+        status="ok",
+        load=os.getloadavg()[0],
+    )
     print(json.dumps(report))
 
 
@@ -335,6 +350,8 @@ def cost_table(rows: list[dict[str, object]]) -> list[str]:
             text = f"{float(r['seconds']):.2f} s, {float(r['peak_rss_mb']):,.0f} MB"  # type: ignore[arg-type]
             if "compare_seconds" in r:
                 text += f" (compare {float(r['compare_seconds']):.2f} s)"  # type: ignore[arg-type]
+            if "cpu_seconds" in r:
+                text += f"; CPU {float(r['cpu_seconds']):.2f} s"  # type: ignore[arg-type]
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
@@ -343,7 +360,9 @@ def cost_table(rows: list[dict[str, object]]) -> list[str]:
         " in a fresh subprocess per cell: wall time of the check (embdrift: `Reference.fit` +"
         " `compare` with default settings, compare alone in parentheses) and peak RSS"
         " (VmHWM, reset after the data is built, so it includes the resident input windows"
-        " of 2·n·384·4 bytes). Each method at its default permutations (alibi-detect 100;"
+        " of 2·n·384·4 bytes), and the CPU time (user + system, all threads) of the check,"
+        " which is less sensitive than wall time to other load on the machine."
+        " Each method at its default permutations (alibi-detect 100;"
         f" dcor {methods.DCOR_RESAMPLES} resamples because its default 0 yields p = 1; POT"
         f" {methods.POT_PERMUTATIONS} permutations of {methods.POT_PROJECTIONS} projections;"
         " evidently's methods have no p-value)."
@@ -370,6 +389,9 @@ def write_results(
         f"- Command: `{' '.join(shlex.quote(a) for a in [Path(sys.executable).name] + sys.argv)}`",
         f"- Machine: {_machine()}",
         f"- BLAS: {_blas()}",
+        f"- Load average (1 min) at start / end of the run: {args.load_start:.1f} /"
+        f" {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other jobs share this machine;"
+        " wall times include that contention)",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in _versions().items()),
         f"- Synthetic strengths: {scenarios.SYNTHETIC_STRENGTH} (pinned by scipy KS, see"
         " `benchmarks/_scenarios.py`)",
@@ -403,12 +425,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--n", type=int, default=500, help="rows per side in the detection part")
     p.add_argument("--seeds-null", type=int, default=1000, help="embdrift null runs")
-    p.add_argument("--seeds-power", type=int, default=200, help="embdrift runs per scenario")
+    p.add_argument("--seeds-power", type=int, default=100, help="embdrift runs per scenario")
     p.add_argument("--peer-seeds", type=int, default=50, help="peer runs per scenario")
     p.add_argument(
         "--peer-budget",
         type=float,
-        default=240.0,
+        default=200.0,
         help="seconds per peer and dataset before it stops early",
     )
     p.add_argument(
@@ -444,6 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.cost_sizes = [1_000]
         args.cost_timeout = min(args.cost_timeout, 120.0)
     started = time.perf_counter()
+    args.load_start = os.getloadavg()[0]
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

@@ -84,7 +84,9 @@ def test_quick_benchmark_writes_both_tables(tmp_path: Path) -> None:
     assert cost[0] == ["method", "n = 1,000"]
     ((name, cell),) = [row for row in cost[2:]]
     assert name == "embdrift"
-    assert re.match(r"^\d+\.\d\d s, [\d,]+ MB \(compare \d+\.\d\d s\)$", cell), cell
+    assert re.match(r"^\d+\.\d\d s, [\d,]+ MB \(compare \d+\.\d\d s\); CPU \d+\.\d\d s$", cell), (
+        cell
+    )
 
 
 def test_quick_benchmark_rejects_unknown_method(tmp_path: Path) -> None:

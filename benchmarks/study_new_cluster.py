@@ -1,0 +1,165 @@
+"""Study: which statistic raises embdrift's power on a 5% new cluster at n=500 per side?
+
+Not part of ``make bench``. Evaluates candidate statistics on exactly the data and split that
+``Reference.fit`` + ``compare`` use (fit rows / held-out test rows; permutation masks shared by
+every statistic, so every single test and every min-p combination is exact), and prints power on
+``new_cluster`` and the false-alarm rate on ``none``::
+
+    .venv/bin/python benchmarks/study_new_cluster.py --seeds 200 --null-seeds 400
+
+Candidates: the nine current metrics; MMD at bandwidth multiples of the median heuristic; an
+*outlier-tail* count: score every pooled row by its distance to the k-th nearest *fit* row (or
+its residual norm outside the top-k PCs), and count current-side rows among the pooled top q.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _scenarios as scenarios  # noqa: E402
+
+from embdrift import reference as reference_module  # noqa: E402
+from embdrift.reference import Reference  # noqa: E402
+from embdrift.stats.permutation import combine_min_p, permutation_masks  # noqa: E402
+from embdrift.stats.twosample import KernelMMD, pairwise_sq_distances  # noqa: E402
+
+__all__ = ["main"]
+
+
+class TailCount:
+    """Number of current-side rows among the pooled rows whose score is in the top ``q``
+    share (the threshold is a pooled quantile, so it is the same for every assignment)."""
+
+    def __init__(self, scores: np.ndarray, *, q: float) -> None:
+        threshold = np.quantile(scores, 1.0 - q)
+        self.indicator = (scores > threshold).astype(np.float64)
+
+    def values(self, masks: np.ndarray) -> np.ndarray:
+        return (1.0 - masks) @ self.indicator
+
+    def test_statistic(self, values: np.ndarray) -> np.ndarray:
+        return values
+
+
+class MeanScore:
+    """Mean score on the current side (a one-sided location test of an outlier score)."""
+
+    def __init__(self, scores: np.ndarray) -> None:
+        self.scores = scores
+
+    def values(self, masks: np.ndarray) -> np.ndarray:
+        m = masks.shape[1] - masks[0].sum()
+        return ((1.0 - masks) @ self.scores) / m
+
+    def test_statistic(self, values: np.ndarray) -> np.ndarray:
+        return values
+
+
+def knn_scores(pooled: np.ndarray, fit_rows: np.ndarray, k: int) -> np.ndarray:
+    d2 = pairwise_sq_distances(pooled, fit_rows)
+    return np.sqrt(np.partition(d2, k - 1, axis=1)[:, k - 1])
+
+
+def candidates(ref: Reference, fit_rows: np.ndarray, current: np.ndarray) -> dict[str, object]:
+    prepared = ref._prepare(current)
+    stats: dict[str, object] = {
+        name: reference_module._BUILDERS[name](ref, prepared) for name in reference_module.METRICS
+    }
+    pooled = prepared.pooled
+    for mult in (0.5, 0.25):
+        stats[f"mmd_h*{mult}"] = KernelMMD(pooled, bandwidth=mult * ref.bandwidth)
+    for k in (1, 5):
+        s = knn_scores(pooled, fit_rows, k)
+        stats[f"knn{k}_mean"] = MeanScore(s)
+        for q in (0.05, 0.02):
+            stats[f"knn{k}_tail{q}"] = TailCount(s, q=q)
+    resid = ref.projection.residual_norm(pooled)
+    stats["resid_tail0.05"] = TailCount(resid, q=0.05)
+    stats["resid_tail0.02"] = TailCount(resid, q=0.02)
+    return stats
+
+
+COMBOS = {
+    "current 9 (min-p)": list(reference_module.METRICS),
+    "9 + knn1_tail0.05": [*reference_module.METRICS, "knn1_tail0.05"],
+    "9 + knn5_tail0.05": [*reference_module.METRICS, "knn5_tail0.05"],
+    "9 + knn1_tail0.05 + mmd_h*0.5": [
+        *reference_module.METRICS,
+        "knn1_tail0.05",
+        "mmd_h*0.5",
+    ],
+    "mmd + mean_shift + spread_ratio + knn1_tail0.05": [
+        "mmd",
+        "mean_shift",
+        "spread_ratio",
+        "knn1_tail0.05",
+    ],
+    "mmd + energy + mean_shift + spread_ratio + knn5_tail0.05": [
+        "mmd",
+        "energy",
+        "mean_shift",
+        "spread_ratio",
+        "knn5_tail0.05",
+    ],
+}
+
+
+def run(scenario: str, seeds: int, *, n: int, perms: int, fit_fraction: float) -> dict:
+    hits: dict[str, list[bool]] = {}
+    for seed in range(seeds):
+        x, y = scenarios.synthetic_pair(scenario, n, 10_000 + seed)
+        ref = Reference.fit(x, seed=seed, fit_fraction=fit_fraction)
+        # the fit rows, rebuilt exactly as Reference.fit splits them
+        order = np.random.default_rng(seed).permutation(x.shape[0])
+        fit_rows = x[np.sort(order[: ref.n_fit])]
+        stats = candidates(ref, fit_rows, y)
+        rng = np.random.default_rng([seed, 1])
+        masks = permutation_masks(ref.sample.shape[0], y.shape[0], perms, rng)
+        names = list(stats)
+        scores = np.column_stack(
+            [stats[s].test_statistic(stats[s].values(masks)) for s in names]  # type: ignore[attr-defined]
+        )
+        single = combine_min_p(scores, alpha=0.05).p_values
+        for j, name in enumerate(names):
+            hits.setdefault(name, []).append(bool(single[j] <= 0.05))
+        for combo, members in COMBOS.items():
+            cols = [names.index(m) for m in members]
+            p = combine_min_p(scores[:, cols], alpha=0.05).combined_p_value
+            hits.setdefault(f"[{combo}]", []).append(p <= 0.05)
+    return {k: float(np.mean(v)) for k, v in hits.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seeds", type=int, default=200)
+    p.add_argument("--null-seeds", type=int, default=400)
+    p.add_argument("--n", type=int, default=500)
+    p.add_argument("--permutations", type=int, default=199)
+    p.add_argument("--fit-fraction", type=float, default=0.5)
+    p.add_argument("--scenario", default="new_cluster")
+    args = p.parse_args()
+    t0 = time.perf_counter()
+    power = run(
+        args.scenario, args.seeds, n=args.n, perms=args.permutations, fit_fraction=args.fit_fraction
+    )
+    null = run(
+        "none", args.null_seeds, n=args.n, perms=args.permutations, fit_fraction=args.fit_fraction
+    )
+    print(
+        f"n={args.n} fit_fraction={args.fit_fraction} B={args.permutations} "
+        f"seeds={args.seeds}/{args.null_seeds} ({time.perf_counter() - t0:.0f} s)"
+    )
+    print(f"{'statistic':58s} {args.scenario:>12s} {'none':>8s}")
+    for name in power:
+        print(f"{name:58s} {power[name]:12.3f} {null[name]:8.3f}")
+
+
+if __name__ == "__main__":
+    main()
