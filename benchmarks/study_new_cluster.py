@@ -86,8 +86,26 @@ def candidates(ref: Reference, fit_rows: np.ndarray, current: np.ndarray) -> dic
     return stats
 
 
+NINE = list(reference_module.METRICS)
 COMBOS = {
-    "current 9 (min-p)": list(reference_module.METRICS),
+    "current 9 (min-p)": NINE,
+    "9 + knn1_tail0.02": [*NINE, "knn1_tail0.02"],
+    "9 + knn1_mean": [*NINE, "knn1_mean"],
+    "9 + knn1_tail0.02 + resid_tail0.02": [*NINE, "knn1_tail0.02", "resid_tail0.02"],
+    "mmd + mean_shift + spread_ratio + knn1_tail0.02": [
+        "mmd",
+        "mean_shift",
+        "spread_ratio",
+        "knn1_tail0.02",
+    ],
+    "mmd + sliced_w + mean_shift + spread_ratio + recon + knn1_tail0.02": [
+        "mmd",
+        "sliced_wasserstein",
+        "mean_shift",
+        "spread_ratio",
+        "reconstruction_error",
+        "knn1_tail0.02",
+    ],
     "9 + knn1_tail0.05": [*reference_module.METRICS, "knn1_tail0.05"],
     "9 + knn5_tail0.05": [*reference_module.METRICS, "knn5_tail0.05"],
     "9 + knn1_tail0.05 + mmd_h*0.5": [
@@ -111,10 +129,13 @@ COMBOS = {
 }
 
 
-def run(scenario: str, seeds: int, *, n: int, perms: int, fit_fraction: float) -> dict:
+def run(
+    scenario: str, seeds: int, *, n: int, perms: int, fit_fraction: float, real: object = None
+) -> dict:
     hits: dict[str, list[bool]] = {}
+    pair = scenarios.synthetic_pair if real is None else real.pair  # type: ignore[attr-defined]
     for seed in range(seeds):
-        x, y = scenarios.synthetic_pair(scenario, n, 10_000 + seed)
+        x, y = pair(scenario, n, 10_000 + seed)
         ref = Reference.fit(x, seed=seed, fit_fraction=fit_fraction)
         # the fit rows, rebuilt exactly as Reference.fit splits them
         order = np.random.default_rng(seed).permutation(x.shape[0])
@@ -143,22 +164,22 @@ def main() -> None:
     p.add_argument("--n", type=int, default=500)
     p.add_argument("--permutations", type=int, default=199)
     p.add_argument("--fit-fraction", type=float, default=0.5)
-    p.add_argument("--scenario", default="new_cluster")
+    p.add_argument("--scenarios", nargs="+", default=["new_cluster"])
+    p.add_argument("--real", action="store_true", help="real-text scenarios instead")
     args = p.parse_args()
     t0 = time.perf_counter()
-    power = run(
-        args.scenario, args.seeds, n=args.n, perms=args.permutations, fit_fraction=args.fit_fraction
-    )
-    null = run(
-        "none", args.null_seeds, n=args.n, perms=args.permutations, fit_fraction=args.fit_fraction
-    )
+    real = scenarios.RealText.load() if args.real else None
+    common = dict(n=args.n, perms=args.permutations, fit_fraction=args.fit_fraction, real=real)
+    table = {sc: run(sc, args.seeds, **common) for sc in args.scenarios}  # type: ignore[arg-type]
+    table["none"] = run("none", args.null_seeds, **common)  # type: ignore[arg-type]
     print(
-        f"n={args.n} fit_fraction={args.fit_fraction} B={args.permutations} "
-        f"seeds={args.seeds}/{args.null_seeds} ({time.perf_counter() - t0:.0f} s)"
+        f"{'real' if args.real else 'synthetic'} n={args.n} fit_fraction={args.fit_fraction}"
+        f" B={args.permutations} seeds={args.seeds}/{args.null_seeds}"
+        f" ({time.perf_counter() - t0:.0f} s)"
     )
-    print(f"{'statistic':58s} {args.scenario:>12s} {'none':>8s}")
-    for name in power:
-        print(f"{name:58s} {power[name]:12.3f} {null[name]:8.3f}")
+    print(f"{'statistic':70s}" + "".join(f"{sc:>13s}" for sc in table))
+    for name in table["none"]:
+        print(f"{name:70s}" + "".join(f"{table[sc][name]:13.3f}" for sc in table))
 
 
 if __name__ == "__main__":
