@@ -418,8 +418,17 @@ def load_part(state: Path, part: str) -> tuple[dict | None, object]:
 
 
 def write_results(path: Path, state: Path) -> None:
-    """Render RESULTS.md from the saved parts (``<state>/detection.json``, ``cost.json``)."""
-    det_meta, det_data = load_part(state, "detection")
+    """Render RESULTS.md from the saved parts (``<state>/detection*.json``, ``cost.json``);
+    detection parts saved under different ``--tag`` values (methods run by separate
+    processes) are merged."""
+    det_metas: list[dict] = []
+    det_data: dict = {}
+    for file in sorted(state.glob("detection*.json")):
+        meta, data = load_part(state, file.stem)
+        if meta is not None:
+            det_metas.append(meta)
+            det_data.update(data)  # type: ignore[arg-type]
+    det_meta = det_metas[0] if det_metas else None
     cost_meta, cost_data = load_part(state, "cost")
     lines = [
         "# embdrift benchmark results",
@@ -437,7 +446,8 @@ def write_results(path: Path, state: Path) -> None:
         f" {scenarios.REAL_NEW_SHARE:.0%} `{scenarios.REAL_NEW_SECTION}`; a fresh group split"
         " (whole source stems per pool) for every seed",
     ]
-    for title, meta in (("Detection", det_meta), ("Cost", cost_meta)):
+    parts = [("Detection", meta) for meta in det_metas] + [("Cost", cost_meta)]
+    for title, meta in parts:
         if meta is None:
             continue
         lines.append(
@@ -499,11 +509,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--parts",
-        nargs="+",
+        nargs="*",
         default=["detection", "cost"],
         choices=["detection", "cost"],
         help="run only some parts; each saves its raw results next to --out and RESULTS.md is"
         " rendered from whatever parts are saved (so the two parts may run as two processes)",
+    )
+    p.add_argument(
+        "--tag",
+        default="all",
+        help="name of this process's saved detection part (run methods in separate processes"
+        " with different tags; RESULTS.md merges them)",
     )
     p.add_argument("--cost-sizes", type=int, nargs="*", default=list(COST_SIZES))
     p.add_argument("--cost-timeout", type=float, default=300.0)
@@ -561,7 +577,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     log=log,
                 )
             meta = _part_meta(args, started, notes)
-            save_part(state, "detection", meta, _tallies_to_json(detection))
+            tag = "detection" if args.tag == "all" else f"detection-{args.tag}"
+            save_part(state, tag, meta, _tallies_to_json(detection))
             write_results(args.out, state)
     if "cost" in args.parts:
         cost: list[dict[str, object]] = []

@@ -48,6 +48,23 @@ class TailCount:
         return values
 
 
+class MeanDifference:
+    """Squared distance between the side means, ``||mean_ref - mean_cur||²`` (the linear-kernel
+    MMD), optionally with every coordinate divided by its fit-row standard deviation."""
+
+    def __init__(self, pooled: np.ndarray, scale: np.ndarray | None = None) -> None:
+        self.pooled = pooled if scale is None else pooled / scale
+
+    def values(self, masks: np.ndarray) -> np.ndarray:
+        n = masks[0].sum()
+        m = masks.shape[1] - n
+        diff = (masks @ self.pooled) / n - ((1.0 - masks) @ self.pooled) / m
+        return np.einsum("bd,bd->b", diff, diff)
+
+    def test_statistic(self, values: np.ndarray) -> np.ndarray:
+        return values
+
+
 class MeanScore:
     """Mean score on the current side (a one-sided location test of an outlier score)."""
 
@@ -80,6 +97,8 @@ def candidates(ref: Reference, fit_rows: np.ndarray, current: np.ndarray) -> dic
         stats[f"knn{k}_mean"] = MeanScore(s)
         for q in (0.05, 0.02):
             stats[f"knn{k}_tail{q}"] = TailCount(s, q=q)
+    stats["mean_diff"] = MeanDifference(pooled)
+    stats["mean_diff_std"] = MeanDifference(pooled, fit_rows.std(axis=0, ddof=1) + 1e-12)
     resid = ref.projection.residual_norm(pooled)
     stats["resid_tail0.05"] = TailCount(resid, q=0.05)
     stats["resid_tail0.02"] = TailCount(resid, q=0.02)
@@ -90,6 +109,21 @@ NINE = list(reference_module.METRICS)
 COMBOS = {
     "current 9 (min-p)": NINE,
     "9 + knn1_tail0.02": [*NINE, "knn1_tail0.02"],
+    "mmd + mean_diff + spread_ratio + recon + knn1_tail0.02": [
+        "mmd",
+        "mean_diff",
+        "spread_ratio",
+        "reconstruction_error",
+        "knn1_tail0.02",
+    ],
+    "mmd + sliced_w + mean_diff + spread_ratio + recon + knn1_tail0.02": [
+        "mmd",
+        "sliced_wasserstein",
+        "mean_diff",
+        "spread_ratio",
+        "reconstruction_error",
+        "knn1_tail0.02",
+    ],
     "9 + knn1_mean": [*NINE, "knn1_mean"],
     "9 + knn1_tail0.02 + resid_tail0.02": [*NINE, "knn1_tail0.02", "resid_tail0.02"],
     "mmd + mean_shift + spread_ratio + knn1_tail0.02": [
