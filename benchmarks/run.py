@@ -380,8 +380,28 @@ def _part_meta(args: argparse.Namespace, started: float, notes: list[str]) -> di
         "n": args.n,
         "permutations": args.permutations,
         "quick": bool(args.quick),
+        "commit": _commit(),
+        "threads": {
+            k: os.environ[k]
+            for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+            if k in os.environ
+        },
         "notes": notes,
     }
+
+
+def _commit() -> str:
+    """The repository's short commit, with ``+dirty`` when the work tree has changes."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(HERE), "describe", "--always", "--dirty=+dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
 
 
 def _tallies_to_json(detection: dict[str, dict[str, dict[str, Tally]]]) -> dict[str, object]:
@@ -427,7 +447,8 @@ def write_results(path: Path, state: Path) -> None:
         meta, data = load_part(state, file.stem)
         if meta is not None:
             det_metas.append(meta)
-            det_data.update(data)  # type: ignore[arg-type]
+            for method, per in data.items():  # type: ignore[union-attr]
+                det_data.setdefault(method, {}).update(per)
     det_meta = det_metas[0] if det_metas else None
     cost_meta, cost_data = load_part(state, "cost")
     lines = [
@@ -451,7 +472,9 @@ def write_results(path: Path, state: Path) -> None:
         if meta is None:
             continue
         lines.append(
-            f"- {title} part: `{meta['command']}` on {meta['date']}, {meta['minutes']} min;"
+            f"- {title} part: `{meta['command']}` on {meta['date']}, {meta['minutes']} min,"
+            f" at commit {meta.get('commit', 'unknown')},"
+            f" thread settings {meta.get('threads') or 'default'};"
             f" load average (1 min) {meta['load'][0]} at start, {meta['load'][1]} at end, on"
             f" {os.cpu_count()} cores (other jobs shared this machine)"
         )

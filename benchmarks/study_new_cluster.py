@@ -99,6 +99,14 @@ def candidates(ref: Reference, fit_rows: np.ndarray, current: np.ndarray) -> dic
             stats[f"knn{k}_tail{q}"] = TailCount(s, q=q)
     stats["mean_diff"] = MeanDifference(pooled)
     stats["mean_diff_std"] = MeanDifference(pooled, fit_rows.std(axis=0, ddof=1) + 1e-12)
+    # mean difference outside the top-k principal subspace of the fit rows, where the cluster
+    # structure lives; what is left is mostly isotropic noise, so a small shift stands out
+    centred = fit_rows - fit_rows.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    for k in (10, 50, 100):
+        basis = vt[:k]
+        resid = pooled - (pooled @ basis.T) @ basis
+        stats[f"mean_diff_resid{k}"] = MeanDifference(resid)
     resid = ref.projection.residual_norm(pooled)
     stats["resid_tail0.05"] = TailCount(resid, q=0.05)
     stats["resid_tail0.02"] = TailCount(resid, q=0.02)
@@ -109,6 +117,13 @@ NINE = list(reference_module.METRICS)
 COMBOS = {
     "current 9 (min-p)": NINE,
     "9 + knn1_tail0.02": [*NINE, "knn1_tail0.02"],
+    "mmd + mean_diff_resid50 + spread_ratio + recon + knn1_tail0.02": [
+        "mmd",
+        "mean_diff_resid50",
+        "spread_ratio",
+        "reconstruction_error",
+        "knn1_tail0.02",
+    ],
     "mmd + mean_diff + spread_ratio + recon + knn1_tail0.02": [
         "mmd",
         "mean_diff",
