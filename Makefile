@@ -32,8 +32,11 @@ lint: $(VENV)/.test
 	$(BIN)/ruff format --check src tests benchmarks site
 	$(BIN)/mypy
 
+# Benchmark against the peers in their own env (.venv-peers, numpy 1.26; see PEERS.md).
+# Options: make bench BENCH_ARGS="--quick" (see benchmarks/run.py --help).
 bench: $(VENV)/.test
-	$(BIN)/python benchmarks/run.py
+	bash benchmarks/setup_peers.sh
+	DO_NOT_TRACK=1 .venv-peers/bin/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-output .embdrift .pytest_cache
