@@ -70,6 +70,8 @@ METRICS: Mapping[str, str] = {
     " in reference residual stds",
     "novelty": "mean distance to the k nearest reference fit rows, current minus reference,"
     " in units of the reference's own nearest-neighbour distance (one-sided)",
+    "residual_mean_shift": "norm of the mean shift outside the reference's top outer_components"
+    " PCs (full dimension), in units of the reference residual RMS norm",
 }
 
 #: The metrics whose min-p makes the combined decision by default: complementary views
@@ -77,7 +79,7 @@ METRICS: Mapping[str, str] = {
 #: metric costs the combined test some power (the min-p pays for each look), so the
 #: projection metrics are reported with their own p-values but left out of the verdict.
 #: Chosen on seeded synthetic scenarios (benchmarks/RESULTS.md has the measured powers).
-DECISION_METRICS = ("mmd", "energy", "novelty", "reconstruction_error")
+DECISION_METRICS = ("mmd", "energy", "novelty", "reconstruction_error", "residual_mean_shift")
 
 #: The two ways a comparison runs; the result says which one ran.
 PATHS = ("exact", "large_n")
@@ -98,6 +100,7 @@ class ReferenceParams:
     novelty_k: int
     max_anchors: int
     energy_rows: int
+    outer_components: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,7 @@ class _Prepared:
     pc1_bins: np.ndarray
     novelty: np.ndarray
     subsample: np.ndarray
+    outer_residuals: np.ndarray
 
 
 class Reference:
@@ -142,6 +146,8 @@ class Reference:
         anchors: np.ndarray,
         novelty_scale: float,
         rff_frequencies: np.ndarray,
+        outer_projection: FrozenPCA,
+        outer_scale: float,
         n_fit: int,
         n_total: int,
     ) -> None:
@@ -154,6 +160,8 @@ class Reference:
         self.anchors = _frozen(anchors)
         self.novelty_scale = float(novelty_scale)
         self.rff_frequencies = _frozen(rff_frequencies)
+        self.outer_projection = outer_projection
+        self.outer_scale = float(outer_scale)
         self.n_fit = int(n_fit)
         self.n_total = int(n_total)
         self.reference_id = self._digest()
@@ -175,6 +183,7 @@ class Reference:
         novelty_k: int = 5,
         max_anchors: int = 500,
         energy_rows: int = 2000,
+        outer_components: int = 50,
         align_to: Reference | None = None,
     ) -> Reference:
         """Fit and freeze a reference on the reference window ``embeddings`` (n, d).
@@ -210,6 +219,10 @@ class Reference:
         energy_rows : int
             Most pooled rows the energy distance uses on the large-n path (a seeded,
             label-independent subsample, so its permutation test stays exact).
+        outer_components : int
+            Leading PCs projected out before ``residual_mean_shift`` compares means: the
+            directions where the reference itself varies most hide a small mean shift in
+            their own variance, the rest of the space does not.
         align_to : Reference, optional
             The previous reference when refitting: its PCA orientation is kept, so PC1 does
             not flip from one reference to the next.
@@ -226,6 +239,7 @@ class Reference:
         check_int(novelty_k, name="novelty_k", low=1)
         check_int(max_anchors, name="max_anchors", low=2)
         check_int(energy_rows, name="energy_rows", low=20)
+        check_int(outer_components, name="outer_components", low=1)
         if not (isinstance(smoothing, int | float) and smoothing > 0):
             raise InvalidParameterError(
                 f"The 'smoothing' parameter must be a positive float. Got {smoothing!r}."
@@ -256,6 +270,8 @@ class Reference:
             anchors = fit_rows[np.sort(rng.choice(n_fit, max_anchors, replace=False))]
         k = min(novelty_k, anchors.shape[0] - 1)
         loo = knn_mean_distance(anchors, anchors, k=k, exclude_self=True)
+        outer = FrozenPCA(n_components=outer_components).fit(fit_rows)
+        outer_sq = outer.residual_norm(fit_rows) ** 2
         n_freq = max(n_random_features // 2, 1)
         frequencies = rng.normal(scale=1.0 / bandwidth, size=(x.shape[1], n_freq))
         params = ReferenceParams(
@@ -270,6 +286,7 @@ class Reference:
             novelty_k=k,
             max_anchors=max_anchors,
             energy_rows=energy_rows,
+            outer_components=outer.n_components_,
         )
         tiny = np.finfo(np.float64).tiny
         return cls(
@@ -282,6 +299,8 @@ class Reference:
             anchors=anchors,
             novelty_scale=max(float(np.median(loo)), tiny),
             rff_frequencies=frequencies.astype(np.float32),
+            outer_projection=outer,
+            outer_scale=max(float(np.sqrt(outer_sq.mean())), tiny),
             n_fit=n_fit,
             n_total=n,
         )
@@ -474,6 +493,12 @@ class Reference:
         novelty = (
             knn_mean_distance(pooled, self.anchors, k=self.params.novelty_k) / self.novelty_scale
         )
+        outer = self.outer_projection
+        centered = pooled - outer.mean_.astype(np.float32)
+        inside = (centered @ outer.components_.T.astype(np.float32)) @ outer.components_.astype(
+            np.float32
+        )
+        outer_residuals = (centered - inside) / np.float32(self.outer_scale)
         size = min(self.params.energy_rows, pooled.shape[0])
         subsample = np.sort(rng.choice(pooled.shape[0], size, replace=False))
         return _Prepared(
@@ -484,6 +509,7 @@ class Reference:
             pc1_bins=bins,
             novelty=novelty,
             subsample=subsample,
+            outer_residuals=outer_residuals,
         )
 
     # ------------------------------------------------------------------ persistence
@@ -494,6 +520,7 @@ class Reference:
             "sample": self._sample,
             "anchors": self.anchors,
             "rff_frequencies": self.rff_frequencies,
+            **{f"outer_{k}": v for k, v in self.outer_projection.to_arrays().items()},
         }
 
     def _metadata(self) -> dict[str, Any]:
@@ -504,6 +531,7 @@ class Reference:
             "bandwidth": self.bandwidth,
             "residual_scale": self.residual_scale,
             "novelty_scale": self.novelty_scale,
+            "outer_scale": self.outer_scale,
             "n_fit": self.n_fit,
             "n_total": self.n_total,
         }
@@ -581,6 +609,10 @@ class Reference:
                 anchors=arrays["anchors"],
                 novelty_scale=float(meta["novelty_scale"]),
                 rff_frequencies=arrays["rff_frequencies"],
+                outer_projection=FrozenPCA.from_arrays(
+                    {k[len("outer_") :]: v for k, v in arrays.items() if k.startswith("outer_")}
+                ),
+                outer_scale=float(meta["outer_scale"]),
                 n_fit=int(meta["n_fit"]),
                 n_total=int(meta["n_total"]),
             )
@@ -622,6 +654,7 @@ _BUILDERS: dict[str, _Builder] = {
     "spread_ratio": lambda ref, p: SpreadRatio(p.scores),
     "reconstruction_error": lambda ref, p: Wasserstein1D(p.residuals),
     "novelty": lambda ref, p: MeanDifference(p.novelty),
+    "residual_mean_shift": lambda ref, p: MeanShift(p.outer_residuals),
 }
 
 
