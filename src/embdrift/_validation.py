@@ -132,7 +132,8 @@ def check_probability(
         lo = "(0" if open_low else "[0"
         hi = "1)" if open_high else "1]"
         raise InvalidParameterError(
-            f"The {name!r} parameter must be a float in the range {lo}, {hi}. Got {value!r} instead."
+            f"The {name!r} parameter must be a float in the range {lo}, {hi}."
+            f" Got {value!r} instead."
         )
     return float(value)
 

@@ -25,7 +25,10 @@ class EmbdriftError(Exception):
 
 
 class InvalidEmbeddingsError(EmbdriftError, ValueError):
-    """Embeddings that are not a finite 2-D (rows, dimensions) array: empty, 1-D/3-D, ragged, NaN/inf."""
+    """Embeddings that are not a finite 2-D (rows, dimensions) array.
+
+    Empty, 1-D or 3-D, ragged rows, NaN or inf.
+    """
 
 
 class EmbeddingTypeError(EmbdriftError, TypeError):

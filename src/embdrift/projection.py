@@ -131,5 +131,3 @@ class FrozenPCA:
         fitted = getattr(self, "n_components_", None)
         state = f", fitted on d={self.dim}" if fitted is not None else ""
         return f"FrozenPCA(n_components={self.n_components}{state})"
-
-

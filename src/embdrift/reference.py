@@ -449,9 +449,7 @@ _BUILDERS: dict[str, _Builder] = {
 }
 
 
-def _effect_size(
-    name: str, value: float, stat: TwoSampleStatistic, observed: np.ndarray
-) -> float:
+def _effect_size(name: str, value: float, stat: TwoSampleStatistic, observed: np.ndarray) -> float:
     """A scale-free size per metric.
 
     mmd: the RKHS distance sqrt(max(MMD², 0)) (at most sqrt 2); energy: the energy coefficient

@@ -15,7 +15,7 @@ import numpy as np
 
 from embdrift._validation import check_choice, check_int, check_rng
 
-__all__ = ["SCENARIOS", "World", "make_scenario"]
+__all__ = ["SCENARIOS", "World", "demo_weeks", "make_scenario"]
 
 SCENARIOS = ("none", "mean_shift", "spread", "new_cluster", "mix_shift")
 
@@ -117,3 +117,23 @@ def make_scenario(
         weights[0] += moved
     current, _ = world.sample(n_current, weights=weights, seed=rng, spread=spread, shift=shift)
     return reference, current
+
+
+def demo_weeks(
+    *, n: int = 1500, dim: int = 384, seed: int | np.random.Generator | None = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Week 0 and week 4 of the post: week 4 moves the mean, widens the spread and brings a
+    cluster never seen in week 0 at 4% of the traffic."""
+    rng = check_rng(seed)
+    world = World.make(dim=dim, seed=12345)
+    base = np.ones(world.centers.shape[0])
+    base[-1] = 0.0
+    base /= base.sum()
+    week0, _ = world.sample(n, weights=base, seed=rng)
+    weights = base * 0.96
+    weights[-1] = 0.04
+    # Traffic leans towards the topics of cluster 0: a shift the frozen PCA can see.
+    direction = world.centers[0] - world.centers[:-1].mean(axis=0)
+    shift = 0.3 * direction / np.linalg.norm(direction)
+    week4, _ = world.sample(n, weights=weights, seed=rng, spread=1.2, shift=shift)
+    return week0, week4

@@ -89,9 +89,7 @@ class KernelMMD:
     def values(self, masks: np.ndarray) -> np.ndarray:
         n, m = _sides(masks)
         s_xx, s_xy, s_yy = _group_sums(self.kernel, masks)
-        return (
-            (s_xx - n) / (n * (n - 1)) + (s_yy - m) / (m * (m - 1)) - 2.0 * s_xy / (n * m)
-        )
+        return (s_xx - n) / (n * (n - 1)) + (s_yy - m) / (m * (m - 1)) - 2.0 * s_xy / (n * m)
 
     test_statistic = staticmethod(_identity)
 

@@ -1,0 +1,30 @@
+"""The ``embdrift`` command line (typer + rich). Each command group lives in its own module and
+is registered here, one line each."""
+
+from __future__ import annotations
+
+import typer
+
+from embdrift.cli import _check, _demo, _reference
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="embdrift",
+    help="Monitor embedding drift: see it, score it with calibrated tests, explain it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+reference_app = typer.Typer(help="Build frozen references.", no_args_is_help=True)
+app.add_typer(reference_app, name="reference")
+
+app.command("demo")(_demo.demo)
+app.command("check")(_check.check)
+reference_app.command("build")(_reference.build)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
