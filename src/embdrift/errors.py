@@ -15,8 +15,12 @@ __all__ = [
     "InsufficientDataError",
     "InvalidEmbeddingsError",
     "InvalidParameterError",
+    "InvalidSeriesError",
     "ReferenceFormatError",
+    "SeriesAlignmentError",
     "StoreLockedError",
+    "TimeOrderError",
+    "UnknownDirectionError",
 ]
 
 
@@ -57,3 +61,22 @@ class ReferenceFormatError(EmbdriftError, ValueError):
 
 class StoreLockedError(EmbdriftError, RuntimeError):
     """The DuckDB store is held by another process (DuckDB allows one writer per file)."""
+
+
+# --- outcome series (embdrift.outcomes) ------------------------------------------------------
+
+
+class InvalidSeriesError(EmbdriftError, ValueError):
+    """A time series that is not usable: empty, not 1-D, unequal lengths, NaN/inf, bad times."""
+
+
+class TimeOrderError(EmbdriftError, ValueError):
+    """Timestamps of a series that are not strictly increasing (out of order or duplicated)."""
+
+
+class SeriesAlignmentError(EmbdriftError, ValueError):
+    """Series that share no common time span, so drift and outcomes cannot be paired."""
+
+
+class UnknownDirectionError(EmbdriftError, ValueError):
+    """An outcome whose bad direction (up or down) is neither declared nor guessable."""
