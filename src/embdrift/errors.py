@@ -16,6 +16,7 @@ __all__ = [
     "InvalidEmbeddingsError",
     "InvalidParameterError",
     "InvalidSeriesError",
+    "PrometheusError",
     "ReferenceFormatError",
     "SeriesAlignmentError",
     "StoreLockedError",
@@ -80,3 +81,7 @@ class SeriesAlignmentError(EmbdriftError, ValueError):
 
 class UnknownDirectionError(EmbdriftError, ValueError):
     """An outcome whose bad direction (up or down) is neither declared nor guessable."""
+
+
+class PrometheusError(EmbdriftError, RuntimeError):
+    """A Prometheus server that cannot be reached or rejects a query."""

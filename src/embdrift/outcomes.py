@@ -66,6 +66,7 @@ __all__ = [
     "bad_direction",
     "parse_duration",
     "region_rates",
+    "to_unix_seconds",
 ]
 
 #: Name fragments that fix an outcome's bad direction, checked in this order (so that
@@ -142,7 +143,7 @@ def bad_direction(name: str, overrides: Mapping[str, str] | None = None) -> str:
     )
 
 
-def _to_seconds(time: Any, *, name: str) -> np.ndarray:
+def to_unix_seconds(time: Any, *, name: str = "time") -> np.ndarray:
     """Unix seconds (float64) from datetime64, datetimes, ISO strings or numbers."""
     arr = np.asarray(time)
     if arr.ndim != 1:
@@ -161,9 +162,14 @@ def _to_seconds(time: Any, *, name: str) -> np.ndarray:
                 out[i] = float(item)
             else:
                 try:
-                    out[i] = float(
-                        np.datetime64(str(item).replace("Z", "").rstrip(), "ns").astype(np.int64)
-                    ) / 1e9
+                    out[i] = (
+                        float(
+                            np.datetime64(str(item).replace("Z", "").rstrip(), "ns").astype(
+                                np.int64
+                            )
+                        )
+                        / 1e9
+                    )
                 except ValueError:
                     raise InvalidSeriesError(
                         f"{name} time at row {i} is not a timestamp: {item!r}. Use ISO 8601"
@@ -202,7 +208,7 @@ class Series:
     ) -> Series:
         """Validate and build a series (never changes the inputs)."""
         label = f"series {name!r}"
-        t = _to_seconds(time, name=label)
+        t = to_unix_seconds(time, name=label)
         v = np.asarray(value)
         if v.dtype.kind not in "iufb":
             raise InvalidSeriesError(f"{label} values must be numbers; got dtype {v.dtype}.")
@@ -626,7 +632,9 @@ def analyze(
     if isinstance(outcomes, Mapping):
         o_series = [_as_series(v, str(name)) for name, v in outcomes.items()]
     else:
-        o_series = [_as_series(v, getattr(v, "name", f"outcome_{i}")) for i, v in enumerate(outcomes)]
+        o_series = [
+            _as_series(v, getattr(v, "name", f"outcome_{i}")) for i, v in enumerate(outcomes)
+        ]
     if not o_series:
         raise InvalidSeriesError("outcomes is empty; pass at least one outcome series.")
     names = [s.name for s in o_series]
@@ -708,9 +716,7 @@ def analyze(
         if season_s <= bucket_s:
             notes.append(f"season {season_s:g} s is not longer than the bucket: not adjusted")
         elif span < 3 * season_s:
-            notes.append(
-                f"span {span / season_s:.1f} seasons (< 3): seasonality not adjusted"
-            )
+            notes.append(f"span {span / season_s:.1f} seasons (< 3): seasonality not adjusted")
         else:
             n_phases = int(math.ceil(season_s / bucket_s))
             phase = (np.floor(np.mod(times, season_s) / bucket_s).astype(np.int64)) % n_phases
@@ -849,7 +855,11 @@ def analyze(
         if e.status != "ok":
             return (1, 0.0, 0.0)
         std = e.standardized_effect if e.standardized_effect is not None else 0.0
-        return (0, e.p_value if e.p_value is not None else 1.0, -(std if math.isfinite(std) else 0.0))
+        return (
+            0,
+            e.p_value if e.p_value is not None else 1.0,
+            -(std if math.isfinite(std) else 0.0),
+        )
 
     ranking = tuple(sorted((effects[n] for n in names), key=rank_key))
     if n_spikes == 0:
@@ -993,8 +1003,7 @@ class RegionReport:
                 f"region {r.region}: {100 * r.share:.1f}% of traffic, {self.name}"
                 f" {self.kind} {fmt(r.rate)} [{fmt(r.ci_low)}, {fmt(r.ci_high)}] vs"
                 f" {fmt(self.reference_rate)} [{fmt(self.reference_low)},"
-                f" {fmt(self.reference_high)}] in the reference"
-                + (" — worse" if r.worse else "")
+                f" {fmt(self.reference_high)}] in the reference" + (" — worse" if r.worse else "")
             )
         return lines
 

@@ -20,7 +20,13 @@ import numpy as np
 from embdrift._validation import check_int, check_rng
 from embdrift.outcomes import Series
 
-__all__ = ["DEFAULT_OUTCOMES", "OutcomeSpec", "SimulatedOutcomes", "simulate_outcomes"]
+__all__ = [
+    "DEFAULT_OUTCOMES",
+    "OutcomeSpec",
+    "SimulatedOutcomes",
+    "simulate_items",
+    "simulate_outcomes",
+]
 
 #: Monday 2026-01-05 00:00 UTC.
 _START = 1767571200.0
@@ -139,3 +145,27 @@ def simulate_outcomes(
             spec.base + spec.amplitude * season[None, :] + noise + spec.effect * shifted
         )
     return SimulatedOutcomes(times, drift, spikes, outcomes, tuple(specs))
+
+
+def simulate_items(
+    *,
+    n_reference: int = 4000,
+    n_current: int = 4000,
+    new_share: float = 0.05,
+    base_rate: float = 0.07,
+    new_rate: float = 0.31,
+    new_label: str = "3",
+    seed: int | np.random.Generator | None = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-item 0/1 outcomes with one new region whose rate is raised.
+
+    Returns ``(regions, current_outcome, reference_outcome)``: current items belong to region
+    ``"known"`` or, with probability ``new_share``, to region ``new_label``; outcomes are
+    Bernoulli(``base_rate``) except Bernoulli(``new_rate``) in the new region.
+    """
+    rng = check_rng(seed)
+    is_new = rng.random(n_current) < new_share
+    regions = np.where(is_new, new_label, "known")
+    current = (rng.random(n_current) < np.where(is_new, new_rate, base_rate)).astype(np.int64)
+    reference = (rng.random(n_reference) < base_rate).astype(np.int64)
+    return regions, current, reference

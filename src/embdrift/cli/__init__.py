@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from embdrift.cli import _check, _demo, _reference
+from embdrift.cli import _check, _demo, _outcomes, _reference
 
 __all__ = ["app", "main"]
 
@@ -23,6 +23,7 @@ app.add_typer(reference_app, name="reference")
 app.command("demo")(_demo.demo)
 app.command("check")(_check.check)
 reference_app.command("build")(_reference.build)
+app.add_typer(_outcomes.app, name="outcomes")
 
 
 def main() -> None:

@@ -476,9 +476,7 @@ def wilson_interval(
     return np.clip(center - half, 0.0, 1.0), np.clip(center + half, 0.0, 1.0)
 
 
-def newcombe_interval(
-    k1: int, n1: int, k2: int, n2: int, *, alpha: float
-) -> tuple[float, float]:
+def newcombe_interval(k1: int, n1: int, k2: int, n2: int, *, alpha: float) -> tuple[float, float]:
     """Newcombe's (1998) hybrid score interval (method 10) for ``p1 - p2``.
 
     ``L = d - sqrt((p1 - l1)^2 + (u2 - p2)^2)``, ``U = d + sqrt((u1 - p1)^2 + (p2 - l2)^2)``
