@@ -5,9 +5,9 @@ Two questions, two entry points:
 * :func:`analyze` — *when drift spikes, which outcome series degrade, by how much, with what
   confidence and at what lag?* It aligns a drift series and several outcome series (retrieval
   success, click-through, no-answer rate, ...) on one time grid, finds drift spikes robustly,
-  and tests each outcome with a circular-shift test whose lag search runs inside every shift
-  (``embdrift.stats.association``), adjusted across outcomes. It returns a frozen
-  :class:`OutcomesResult` whose ``ranking`` lists the outcomes from most to least degraded.
+  and tests each outcome with a block permutation of the spike episodes whose lag search runs
+  inside every permutation (``embdrift.stats.association``), adjusted across outcomes. It
+  returns a frozen :class:`OutcomesResult` whose ``ranking`` lists the outcomes from most to least degraded.
 * :func:`region_rates` — *item-level outcomes*: given a region label per current item (e.g. a
   new cluster) and a per-item outcome (answered/clicked/escalated as 0/1, or numbers), report
   each region's rate with a Wilson interval against the reference rate.
@@ -42,14 +42,14 @@ from embdrift.errors import (
     UnknownDirectionError,
 )
 from embdrift.stats.association import (
+    SpikePatterns,
+    episode_permutations,
     holm,
     lag_effect,
+    lag_permutation_test,
     mean_interval,
     newcombe_interval,
-    offset_scores,
     robust_spikes,
-    shift_interval,
-    shift_test,
     welch_interval,
     wilson_interval,
 )
@@ -333,7 +333,7 @@ class OutcomeEffect:
     effect, ci_low, ci_high : float or None
         Change during spikes minus baseline at ``lag`` (outcome units; adjusted for the
         seasonal phase), with its confidence interval at level ``1 - alpha`` (inverted
-        circular-shift test, conditional on the lag).
+        permutation test, conditional on the lag).
     relative_effect : float or None
         ``effect / baseline_mean``.
     standardized_effect : float or None
@@ -343,7 +343,7 @@ class OutcomeEffect:
     p_value : float or None
         Family-wise adjusted p-value across outcomes (decides ``degraded``).
     p_value_raw : float or None
-        This outcome's own circular-shift p-value (the lag search is paid for in both).
+        This outcome's own permutation p-value (the lag search is paid for in both).
     statistic : float or None
         Observed max-over-lags t statistic (oriented: > 0 means worse during spikes).
     lag : int or None
@@ -421,9 +421,8 @@ class OutcomesResult:
     ranking : tuple of OutcomeEffect
         Outcomes from most to least degraded (usable ones by adjusted p-value, then by
         standardised effect; then those without enough data).
-    alpha, bucket_seconds, max_lag, guard : float, float, int, int
-        Settings: level, grid step, largest lag searched, shifts excluded around the observed
-        alignment.
+    alpha, bucket_seconds, max_lag : float, float, int
+        Settings: level, grid step, largest lag searched.
     spike_rule : str
         ``"mad"`` (median + k·MAD on the bucketed drift) or ``"decision"`` (any calibrated
         drift decision in the bucket).
@@ -434,8 +433,8 @@ class OutcomesResult:
         Seasonal phases adjusted for (1 = none).
     correction : str
         Multiple-testing adjustment across outcomes.
-    n_shifts : int
-        Null shifts behind the p-values.
+    n_permutations : int
+        Permuted spike patterns behind the p-values.
     times : numpy.ndarray
         (T,) start of each bucket (Unix seconds).
     drift : numpy.ndarray
@@ -454,12 +453,11 @@ class OutcomesResult:
     alpha: float
     bucket_seconds: float
     max_lag: int
-    guard: int
     spike_rule: str
     spike_threshold: float
     n_phases: int
     correction: str
-    n_shifts: int
+    n_permutations: int
     times: np.ndarray = field(repr=False)
     drift: np.ndarray = field(repr=False)
     spikes: np.ndarray = field(repr=False)
@@ -495,10 +493,9 @@ class OutcomesResult:
             "spike_rule": self.spike_rule,
             "spike_threshold": _num(self.spike_threshold),
             "max_lag": self.max_lag,
-            "guard": self.guard,
             "n_phases": self.n_phases,
             "correction": self.correction,
-            "n_shifts": self.n_shifts,
+            "n_permutations": self.n_permutations,
             "coverage": [c.to_dict() for c in self.coverage],
             "notes": list(self.notes),
         }
@@ -534,14 +531,6 @@ def _bucketize(
     return values, valid, cov
 
 
-def _longest_run(mask: np.ndarray) -> int:
-    best = run = 0
-    for flag in mask.tolist():
-        run = run + 1 if flag else 0
-        best = max(best, run)
-    return best
-
-
 def analyze(
     drift: Series | Any,
     outcomes: Mapping[str, Any] | Sequence[Series],
@@ -554,7 +543,7 @@ def analyze(
     k: float = 3.0,
     season: str | float | None = "1d",
     correction: str = "minp",
-    n_shifts: int | None = None,
+    n_permutations: int = 999,
     min_buckets: int = 20,
     seed: int | np.random.Generator | None = 0,
 ) -> OutcomesResult:
@@ -585,14 +574,14 @@ def analyze(
         Seasonal period removed from outcomes by one intercept per phase (default a day).
         Skipped (and noted) when the span covers fewer than three periods.
     correction : {"minp", "holm", "none"}
-        Adjustment across outcomes: Westfall-Young single-step min-p over the shared shifts,
+        Adjustment across outcomes: Westfall-Young single-step min-p over the shared permutations,
         Holm, or none.
-    n_shifts : int or None
-        Use every admissible circular shift (None, deterministic) or a random subset.
+    n_permutations : int
+        Random rearrangements of the spike episodes behind the p-values and intervals.
     min_buckets : int
         Fewer aligned buckets than this make an outcome "not enough data".
     seed : int, Generator or None
-        Used only when ``n_shifts`` subsamples the shifts.
+        Randomness of the permutations (same seed, same result).
 
     Returns
     -------
@@ -600,9 +589,10 @@ def analyze(
 
     Notes
     -----
-    Spikes are tested against baseline with the circular-shift test of
-    :mod:`embdrift.stats.association`, which keeps each series' autocorrelation and puts the
-    lag search inside every shift. The reported interval is conditional on the chosen lag.
+    Spikes are tested against baseline with the spike-episode block permutation test of
+    :mod:`embdrift.stats.association`, which keeps each outcome series whole (its
+    autocorrelation intact) and puts the lag search inside every permutation. The reported
+    interval inverts the same test and is conditional on the chosen lag.
 
     Examples
     --------
@@ -624,8 +614,8 @@ def analyze(
     correction = check_choice(correction, name="correction", choices=("minp", "holm", "none"))
     if not (isinstance(k, numbers.Real) and k > 0):
         raise InvalidParameterError(f"The 'k' parameter must be a positive float. Got {k!r}.")
-    if n_shifts is not None:
-        n_shifts = check_int(n_shifts, name="n_shifts", low=1)
+    min_perm = int(math.ceil(1.0 / alpha)) - 1
+    n_permutations = check_int(n_permutations, name="n_permutations", low=max(min_perm, 1))
     rng = check_rng(seed)
 
     d_series = _as_series(drift, "drift")
@@ -724,7 +714,6 @@ def analyze(
     x = spike_mask.astype(np.float64)
     n_spikes = int(spike_mask.sum())
     n_base = int(d_valid.sum()) - n_spikes
-    guard = max(_longest_run(spike_mask), 1)
 
     effects: dict[str, OutcomeEffect] = {}
     testable: list[str] = []
@@ -743,7 +732,7 @@ def analyze(
             status, reason = "no spikes", "the drift series has no spike to compare against"
         elif n_base < 2:
             reason = "almost every drift bucket is a spike: no baseline"
-        elif paired < min_buckets:
+        elif paired < max(min_buckets, max_lag + 3):
             reason = f"{paired} bucket(s) with both drift and outcome; need {min_buckets}"
         elif np.ptp(o_vals[name][valid]) == 0:
             status, reason = "constant", "the outcome is constant: nothing can change"
@@ -752,48 +741,34 @@ def analyze(
         else:
             testable.append(name)
 
-    n_used_shifts = 0
     if testable:
-        scores = np.vstack(
+        patterns = SpikePatterns(
+            np.vstack([x, episode_permutations(x, d_valid, n_permutations, rng)]),
+            d_valid,
+            phase,
+            n_phases,
+        )
+        scores = np.stack(
             [
-                offset_scores(
-                    x,
-                    d_valid,
-                    np.nan_to_num(o_vals[n]),
-                    o_valid[n],
-                    sign=signs[n],
-                    phase=phase,
-                    n_phases=n_phases,
+                patterns.scores(
+                    np.nan_to_num(o_vals[n]), o_valid[n], sign=signs[n], max_lag=max_lag
                 )
                 for n in testable
-            ]
+            ],
+            axis=1,
         )
-        test = shift_test(
-            scores,
-            max_lag=max_lag,
-            guard=guard,
-            correction=correction,
-            n_shifts=n_shifts,
-            rng=rng,
-        )
-        n_used_shifts = test.n_shifts
-        min_shifts = int(math.ceil(1.0 / alpha)) - 1
+        test = lag_permutation_test(scores, correction=correction)
         for j, name in enumerate(testable):
             direction = "up" if signs[name] > 0 else "down"
-            if test.n_shifts < min_shifts:
+            lag = int(test.lag[j])
+            if not math.isfinite(float(test.statistic[j])):
                 effects[name] = OutcomeEffect(
                     name,
                     direction,
                     "not enough data",
-                    message=(
-                        f"only {test.n_shifts} admissible shift(s) (series of {n_buckets}"
-                        f" buckets, lags 0..{max_lag}, guard {guard}); at least {min_shifts}"
-                        f" are needed for a p-value below {alpha}. Use a longer span, a finer"
-                        " bucket or a smaller max_lag"
-                    ),
+                    message="no lag leaves both spike and baseline buckets with outcome data",
                 )
                 continue
-            lag = int(test.lag[j])
             y = np.nan_to_num(o_vals[name])
             eff = lag_effect(x, d_valid, y, o_valid[name], lag=lag, phase=phase, n_phases=n_phases)
             if not math.isfinite(eff.effect) or eff.n_spike < 2 or eff.n_baseline < 2:
@@ -809,17 +784,7 @@ def analyze(
                     ),
                 )
                 continue
-            ci_low, ci_high = shift_interval(
-                x,
-                d_valid,
-                y,
-                o_valid[name],
-                lag=lag,
-                shifts=test.shifts,
-                phase=phase,
-                n_phases=n_phases,
-                alpha=alpha,
-            )
+            ci_low, ci_high = patterns.interval(y, o_valid[name], lag=lag, alpha=alpha)
             rho = _spearman_at_lag(d_vals, d_valid, y, o_valid[name], lag, phase, n_phases)
             p_adj = float(test.p_adjusted[j])
             degraded = p_adj <= alpha and signs[name] * eff.effect > 0
@@ -869,12 +834,11 @@ def analyze(
         alpha=alpha,
         bucket_seconds=bucket_s,
         max_lag=max_lag,
-        guard=guard,
         spike_rule=spikes,
         spike_threshold=threshold,
         n_phases=n_phases,
         correction=correction,
-        n_shifts=n_used_shifts,
+        n_permutations=n_permutations,
         times=times,
         drift=d_vals,
         spikes=spike_mask,

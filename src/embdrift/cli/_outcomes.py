@@ -28,10 +28,10 @@ from embdrift.outcomes import (
     OutcomesResult,
     RegionReport,
     Series,
-    to_unix_seconds,
     analyze,
     parse_duration,
     region_rates,
+    to_unix_seconds,
 )
 
 __all__ = ["analyze_command", "app", "example_command", "regions_command"]
@@ -90,8 +90,8 @@ def ranking_table(result: OutcomesResult) -> Table:
         caption=(
             f"{int(result.spikes.sum())} spike bucket(s) of {result.times.size}"
             f" ({result.bucket_seconds:g} s each, rule {result.spike_rule});"
-            f" p-values: circular-shift test over {result.n_shifts} shifts, lags"
-            f" 0..{result.max_lag} searched inside every shift, {result.correction}-adjusted"
+            f" p-values: {result.n_permutations} block permutations of the spike episodes, lags"
+            f" 0..{result.max_lag} searched inside each, {result.correction}-adjusted"
             f" across outcomes at alpha = {result.alpha}"
         ),
     )
@@ -189,7 +189,10 @@ def analyze_command(
         str, typer.Option(help="Seasonal period removed from outcomes, or 'none'.")
     ] = "1d",
     correction: Annotated[str, typer.Option(help="minp, holm or none.")] = "minp",
-    seed: Annotated[int, typer.Option(help="Seed (used when shifts are subsampled).")] = 0,
+    permutations: Annotated[
+        int, typer.Option(help="Permutations of the spike episodes behind the p-values.")
+    ] = 999,
+    seed: Annotated[int, typer.Option(help="Seed of the permutations.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     figure: Annotated[
         Path | None, typer.Option(help="Write the figure here (.svg or .png).")
@@ -251,6 +254,7 @@ def analyze_command(
         k=k,
         season=None if season.lower() == "none" else season,
         correction=correction,
+        n_permutations=permutations,
         seed=seed,
     )
     if figure is not None:
