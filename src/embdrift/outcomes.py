@@ -7,7 +7,8 @@ Two questions, two entry points:
   success, click-through, no-answer rate, ...) on one time grid, finds drift spikes robustly,
   and tests each outcome with a block permutation of the spike episodes whose lag search runs
   inside every permutation (``embdrift.stats.association``), adjusted across outcomes. It
-  returns a frozen :class:`OutcomesResult` whose ``ranking`` lists the outcomes from most to least degraded.
+  returns a frozen :class:`OutcomesResult` whose ``ranking`` lists the outcomes from most to
+  least degraded.
 * :func:`region_rates` — *item-level outcomes*: given a region label per current item (e.g. a
   new cluster) and a per-item outcome (answered/clicked/escalated as 0/1, or numbers), report
   each region's rate with a Wilson interval against the reference rate.

@@ -359,8 +359,9 @@ def lag_permutation_test(scores: np.ndarray, *, correction: str = "minp") -> Lag
     Parameters
     ----------
     scores : numpy.ndarray
-        (B + 1, J, K + 1) statistics from :meth:`SpikePatterns.scores` stacked over J outcomes; row 0
-        is the observed spike pattern, rows 1..B the permuted ones (shared by all outcomes).
+        (B + 1, J, K + 1) statistics from :meth:`SpikePatterns.scores` stacked over J
+        outcomes; row 0 is the observed spike pattern, rows 1..B the permuted ones (shared by
+        all outcomes).
     correction : {"minp", "holm", "none"}
         Family-wise adjustment across outcomes.
 
