@@ -7,7 +7,6 @@ writes demo data that the other two read.
 
 from __future__ import annotations
 
-import math
 import time as _time
 from pathlib import Path
 from typing import Annotated
@@ -92,46 +91,27 @@ def ranking_table(result: OutcomesResult) -> Table:
             f" ({result.bucket_seconds:g} s each, rule {result.spike_rule});"
             f" p-values: {result.n_permutations} block permutations of the spike episodes, lags"
             f" 0..{result.max_lag} searched inside each, {result.correction}-adjusted"
-            f" across outcomes at alpha = {result.alpha}"
+            f" across outcomes at alpha = {result.alpha}. ↑ higher is worse, ↓ lower is worse;"
+            " lag in buckets"
         ),
     )
     table.add_column("#", justify="right")
     table.add_column("outcome", no_wrap=True)
-    table.add_column("worse if")
     table.add_column(f"effect [{level} CI]", justify="right", no_wrap=True)
-    table.add_column("rel.", justify="right")
     table.add_column("lag", justify="right")
-    table.add_column("p", justify="right")
-    table.add_column("rho", justify="right")
+    table.add_column("p", justify="right", no_wrap=True)
     table.add_column("degraded", justify="right")
     for i, e in enumerate(result.ranking, start=1):
+        arrow = "↑" if e.bad_direction == "up" else "↓"
         if e.status != "ok" or e.effect is None:
-            table.add_row(
-                str(i),
-                e.name,
-                e.bad_direction,
-                f"[dim]{e.status}: {e.message}[/]",
-                "",
-                "",
-                "",
-                "",
-                "no",
-            )
+            table.add_row(str(i), f"{e.name} {arrow}", f"[dim]{e.status}[/]", "", "", "no")
             continue
-        rel = (
-            ""
-            if e.relative_effect is None or not math.isfinite(e.relative_effect)
-            else (f"{100 * e.relative_effect:+.1f}%")
-        )
         table.add_row(
             str(i),
-            e.name,
-            e.bad_direction,
-            f"{e.effect:+.3g} [{e.ci_low:+.3g}, {e.ci_high:+.3g}]",
-            rel,
+            f"{e.name} {arrow}",
+            f"{e.effect:+.2g} [{e.ci_low:+.2g}, {e.ci_high:+.2g}]",
             str(e.lag),
-            f"{e.p_value:.3g}",
-            "-" if e.spearman is None else f"{e.spearman:+.2f}",
+            f"{e.p_value:.2g}",
             "[bold red]yes[/]" if e.degraded else "no",
         )
     return table
