@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
