@@ -207,6 +207,7 @@ def prometheus_query_range(
     than 11,000 points per series). ``NaN`` and infinite samples are dropped (they become gaps).
     """
     base = _check_url(url)
+    start, end, step = float(start), float(end), float(step)
     if not (math.isfinite(start) and math.isfinite(end) and end > start):
         raise InvalidParameterError(f"The range must have end > start; got {start}..{end}.")
     if not (math.isfinite(step) and step > 0):
@@ -216,7 +217,7 @@ def prometheus_query_range(
     while chunk_start <= end:
         chunk_end = min(end, chunk_start + step * (_MAX_POINTS - 1))
         body = urllib.parse.urlencode(
-            {"query": query, "start": repr(chunk_start), "end": repr(chunk_end), "step": f"{step}s"}
+            {"query": query, "start": repr(chunk_start), "end": repr(chunk_end), "step": repr(step)}
         ).encode()
         request = urllib.request.Request(
             f"{base}/api/v1/query_range",

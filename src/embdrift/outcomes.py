@@ -163,19 +163,14 @@ def to_unix_seconds(time: Any, *, name: str = "time") -> np.ndarray:
                 out[i] = float(item)
             else:
                 try:
-                    out[i] = (
-                        float(
-                            np.datetime64(str(item).replace("Z", "").rstrip(), "ns").astype(
-                                np.int64
-                            )
-                        )
-                        / 1e9
-                    )
+                    parsed = datetime.fromisoformat(str(item).strip())
                 except ValueError:
                     raise InvalidSeriesError(
                         f"{name} time at row {i} is not a timestamp: {item!r}. Use ISO 8601"
-                        " ('2026-01-05T10:00:00') or Unix seconds."
+                        " ('2026-01-05T10:00:00Z') or Unix seconds."
                     ) from None
+                aware = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+                out[i] = aware.timestamp()
         return out
     raise InvalidSeriesError(
         f"{name} time must hold timestamps or Unix seconds; got dtype {arr.dtype}."
