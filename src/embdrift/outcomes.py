@@ -957,8 +957,11 @@ class RegionReport:
         [27.2%, 35.1%] vs 7.0% [6.5%, 7.6%] in the reference``."""
         lines = []
         pct = self.kind == "rate"
+
+        def fmt(v: float) -> str:
+            return f"{100 * v:.1f}%" if pct else f"{v:.4g}"
+
         for r in self.regions:
-            fmt = (lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.4g}")
             lines.append(
                 f"region {r.region}: {100 * r.share:.1f}% of traffic, {self.name}"
                 f" {self.kind} {fmt(r.rate)} [{fmt(r.ci_low)}, {fmt(r.ci_high)}] vs"

@@ -91,8 +91,10 @@ def outcomes_figure(result: OutcomesResult, *, width: float = 10.0) -> Figure:
     ax_r = fig.add_subplot(grid[-1])
     usable = [e for e in result.ranking if e.status == "ok" and e.standardized_effect is not None]
     ypos = np.arange(len(usable))[::-1]
-    for y, e in zip(ypos, usable, strict=True):
+    for y, e in zip(ypos.tolist(), usable, strict=True):
         std = float(e.standardized_effect or 0.0)
+        lo: float
+        hi: float
         if e.effect and e.ci_low is not None and e.ci_high is not None and e.effect != 0:
             factor = std / e.effect
             lo, hi = sorted((e.ci_low * factor, e.ci_high * factor))
