@@ -107,12 +107,8 @@ def as_values_1d(x: npt.ArrayLike, *, name: str, min_size: int = 1) -> np.ndarra
 def check_int(value: Any, *, name: str, low: int, high: int | None = None) -> int:
     """Check that ``value`` is an int in ``[low, high]``."""
     upper = "inf)" if high is None else f"{high}]"
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise InvalidParameterError(
-            f"The {name!r} parameter must be an int in the range [{low}, {upper}."
-            f" Got {value!r} instead."
-        )
-    if value < low or (high is not None and value > high):
+    is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not is_int or int(value) < low or (high is not None and int(value) > high):
         raise InvalidParameterError(
             f"The {name!r} parameter must be an int in the range [{low}, {upper}."
             f" Got {value!r} instead."

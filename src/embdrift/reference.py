@@ -140,6 +140,7 @@ class Reference:
         n_bins: int = 20,
         smoothing: float = 0.5,
         max_rows: int = 2000,
+        align_to: Reference | None = None,
     ) -> Reference:
         """Fit and freeze a reference on the reference window ``embeddings`` (n, d).
 
@@ -161,6 +162,9 @@ class Reference:
         max_rows : int
             Most rows per side in one comparison (the exact metrics cost O(N²) memory);
             larger windows are subsampled without replacement, seeded.
+        align_to : Reference, optional
+            The previous reference when refitting: its PCA orientation is kept, so PC1 does
+            not flip from one reference to the next.
         """
         rng = check_rng(seed)
         if not isinstance(seed, int) or isinstance(seed, bool):
@@ -187,7 +191,9 @@ class Reference:
         if test_rows.shape[0] > max_rows:
             test_rows = test_rows[np.sort(rng.choice(test_rows.shape[0], max_rows, replace=False))]
 
-        projection = FrozenPCA(n_components=n_components).fit(fit_rows)
+        projection = FrozenPCA(n_components=n_components).fit(
+            fit_rows, align_to=None if align_to is None else align_to.projection
+        )
         bandwidth = median_bandwidth(fit_rows, seed=rng)
         pc1_fit = projection.standardize(fit_rows)[:, 0]
         edges = np.quantile(pc1_fit, np.linspace(0, 1, n_bins + 1)[1:-1])
@@ -361,7 +367,8 @@ class Reference:
         target = Path(path)
         meta = {**self._metadata(), "reference_id": self.reference_id}
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, metadata=np.array(json.dumps(meta)), **self._arrays())
+        arrays: dict[str, Any] = {"metadata": np.array(json.dumps(meta)), **self._arrays()}
+        np.savez_compressed(buffer, **arrays)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
         try:

@@ -103,7 +103,7 @@ def pc1_histogram_figures(
     ):
         fig = Figure(figsize=(6.4, 3.2))
         ax = fig.add_subplot()
-        ax.hist(values, bins=edges, density=True, color=color, alpha=0.8)
+        ax.hist(values, bins=list(edges), density=True, color=color, alpha=0.8)
         ax.set_xlim(lo, hi)
         ax.set_ylim(0, top)
         ax.set_xlabel("PC1 (reference standard deviations)")

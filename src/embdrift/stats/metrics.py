@@ -82,7 +82,7 @@ def mmd2_unbiased(x: npt.ArrayLike, y: npt.ArrayLike, *, bandwidth: float) -> fl
     Examples
     --------
     >>> round(mmd2_unbiased([[0.0], [1.0]], [[0.0], [1.0]], bandwidth=1.0), 6)
-    -0.606531
+    -0.393469
     """
     if not (isinstance(bandwidth, int | float) and bandwidth > 0 and np.isfinite(bandwidth)):
         raise InvalidParameterError(

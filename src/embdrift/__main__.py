@@ -1,0 +1,7 @@
+"""``python -m embdrift`` runs the command line."""
+
+from __future__ import annotations
+
+from embdrift.cli import main
+
+main()
