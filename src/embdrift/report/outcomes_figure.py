@@ -93,17 +93,15 @@ def outcomes_figure(result: OutcomesResult, *, width: float = 10.0) -> Figure:
     ypos = np.arange(len(usable))[::-1]
     for y, e in zip(ypos.tolist(), usable, strict=True):
         std = float(e.standardized_effect or 0.0)
-        lo: float
-        hi: float
         if e.effect and e.ci_low is not None and e.ci_high is not None and e.effect != 0:
             factor = std / e.effect
-            lo, hi = sorted((e.ci_low * factor, e.ci_high * factor))
+            c_lo, c_hi = sorted((e.ci_low * factor, e.ci_high * factor))
         else:
-            lo = hi = std
+            c_lo = c_hi = std
         color = _BAD if e.degraded else _OK
         ax_r.barh(y, std, color=color, alpha=0.8, height=0.6)
-        if math.isfinite(lo) and math.isfinite(hi):
-            ax_r.plot([lo, hi], [y, y], color="black", lw=1.0)
+        if math.isfinite(c_lo) and math.isfinite(c_hi):
+            ax_r.plot([c_lo, c_hi], [y, y], color="black", lw=1.0)
     ax_r.set_yticks(ypos, [f"{i + 1}. {e.name}" for i, e in enumerate(usable)], fontsize=8)
     ax_r.axvline(0.0, color="black", lw=0.6)
     ax_r.set_xlabel(
