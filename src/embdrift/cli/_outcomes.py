@@ -33,7 +33,14 @@ from embdrift.outcomes import (
     to_unix_seconds,
 )
 
-__all__ = ["analyze_command", "app", "example_command", "regions_command"]
+__all__ = [
+    "analyze_command",
+    "app",
+    "example_command",
+    "ranking_table",
+    "regions_command",
+    "regions_table",
+]
 
 app = typer.Typer(
     help="Pair drift with product outcomes: which metrics degrade when drift spikes.",
