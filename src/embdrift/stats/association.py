@@ -29,7 +29,8 @@ pattern exactly, but a 14-day hourly series has only ~30 nearly independent alig
 shifts that re-use the tested alignment (within the lag window and a spike run of it) are left
 out, and with so few the null's upper tail is poorly estimated: over 3,000 null runs (AR(1)
 noise, phi 0.7, lags 0..6) it flagged 6.6% at alpha = 5% and 3.1% at 1%. The block
-permutation of spike episodes measured 5.1% and 0.9% on the same runs (``docs/outcomes.md``).
+permutation of spike episodes measured 5.1% and 0.9% over 2,000 runs of the same design
+(``docs/outcomes.md``).
 Its assumption is that, with no effect, the timing of spike episodes carries no information
 about the (seasonally adjusted) outcome: the outcome residual is stationary.
 
