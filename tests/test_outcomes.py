@@ -335,3 +335,24 @@ def test_all_is_the_public_api():
         if getattr(getattr(outcomes_module, n), "__module__", None) == "embdrift.outcomes"
     }
     assert defined | {"DIRECTION_RULES"} == set(outcomes_module.__all__)
+
+
+@pytest.mark.parametrize(("scale", "shift"), [(2.0, 0.0), (0.01, 5.0), (100.0, -3.0)])
+def test_affine_changes_of_an_outcome_only_rescale_its_effect(scale, shift):
+    drift, outs = _sim_one()
+    base = analyze(drift, outs[:2], bucket="1h", seed=0)
+    moved = [Series.from_arrays(o.name, o.time, scale * o.value + shift) for o in outs[:2]]
+    res = analyze(drift, moved, bucket="1h", seed=0)
+    for name in ("success_rate", "no_answer_rate"):
+        a, b = base.effect(name), res.effect(name)
+        assert (a.lag, a.degraded) == (b.lag, b.degraded)
+        assert b.p_value == pytest.approx(a.p_value)
+        assert b.effect == pytest.approx(scale * a.effect, rel=1e-6)
+        assert b.ci_low == pytest.approx(scale * a.ci_low, rel=1e-6)
+        assert b.standardized_effect == pytest.approx(a.standardized_effect, rel=1e-6)
+    # Negating an outcome and its bad direction changes nothing but the sign of the effect.
+    flipped = Series.from_arrays("success_rate", outs[0].time, -outs[0].value)
+    res = analyze(drift, [flipped, outs[1]], bucket="1h", seed=0, directions={"success_rate": "up"})
+    a, b = base.effect("success_rate"), res.effect("success_rate")
+    assert b.p_value == pytest.approx(a.p_value) and b.lag == a.lag
+    assert b.effect == pytest.approx(-a.effect, rel=1e-6)
