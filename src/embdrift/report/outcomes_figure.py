@@ -52,8 +52,20 @@ def outcomes_figure(result: OutcomesResult, *, width: float = 10.0) -> Figure:
     names = list(result.outcome_values)
     n_rows = len(names) + 2
     heights = [1.4] + [1.0] * len(names) + [0.45 * max(len(names), 2) + 0.6]
-    fig = Figure(figsize=(width, sum(heights) * 1.15 + 0.6), layout="constrained")
-    grid = fig.add_gridspec(n_rows, 1, height_ratios=heights)
+    # A fixed layout (no constrained layout): its solver can differ in the last bits between
+    # runs, which changes the clip-path ids and breaks byte-identical SVGs.
+    fig_height = sum(heights) * 1.15 + 1.2
+    fig = Figure(figsize=(width, fig_height))
+    grid = fig.add_gridspec(
+        n_rows,
+        1,
+        height_ratios=heights,
+        left=1.6 / width,
+        right=1.0 - 0.25 / width,
+        top=1.0 - 0.35 / fig_height,
+        bottom=0.55 / fig_height,
+        hspace=0.55,
+    )
     times = result.times.astype("datetime64[s]")
     step = np.timedelta64(int(round(result.bucket_seconds)), "s")
     ax0 = fig.add_subplot(grid[0])
