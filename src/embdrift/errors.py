@@ -17,11 +17,15 @@ __all__ = [
     "InsufficientDataError",
     "InvalidEmbeddingsError",
     "InvalidParameterError",
+    "InvalidSeriesError",
     "MissingExtraError",
+    "PrometheusError",
     "ReferenceFormatError",
+    "SeriesAlignmentError",
     "SketchFormatError",
     "StoreLockedError",
     "TimestampOrderError",
+    "UnknownDirectionError",
 ]
 
 
@@ -83,4 +87,24 @@ class SketchFormatError(EmbdriftError, ValueError):
 
 
 class TimestampOrderError(EmbdriftError, ValueError):
-    """Timestamps that go back in time, within a batch or against what a monitor already saw."""
+    """Timestamps that go back in time (within a batch, against what a monitor already saw) or,
+    for series that need strictly increasing times, repeat."""
+
+
+# --- outcome series (embdrift.outcomes) ------------------------------------------------------
+
+
+class InvalidSeriesError(EmbdriftError, ValueError):
+    """A time series that is not usable: empty, not 1-D, unequal lengths, NaN/inf, bad times."""
+
+
+class SeriesAlignmentError(EmbdriftError, ValueError):
+    """Series that share no common time span, so drift and outcomes cannot be paired."""
+
+
+class UnknownDirectionError(EmbdriftError, ValueError):
+    """An outcome whose bad direction (up or down) is neither declared nor guessable."""
+
+
+class PrometheusError(EmbdriftError, RuntimeError):
+    """A Prometheus server that cannot be reached or rejects a query."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from embdrift.cli import _check, _demo, _embed, _reference, _stream
+from embdrift.cli import _check, _demo, _embed, _outcomes, _reference, _stream
 
 __all__ = ["app", "main"]
 
@@ -25,6 +25,7 @@ app.command("check")(_check.check)
 app.command("embed")(_embed.embed)
 reference_app.command("build")(_reference.build)
 app.command("stream")(_stream.stream)
+app.add_typer(_outcomes.app, name="outcomes")
 
 
 def main() -> None:
