@@ -36,6 +36,8 @@ def _null_rates(draw: object) -> dict[str, float]:
 
 
 def _assert_calibrated(rates: dict[str, float]) -> None:
+    # `pytest tests/test_calibration.py -s` prints the measured rates.
+    print("false-alarm rates:", {k: round(v, 4) for k, v in rates.items()})
     outside = {k: v for k, v in rates.items() if not LOW <= v <= HIGH}
     assert not outside, f"false-alarm rates outside [{LOW}, {HIGH}]: {outside} (all: {rates})"
 
