@@ -270,7 +270,8 @@ class Reference:
             anchors = fit_rows[np.sort(rng.choice(n_fit, max_anchors, replace=False))]
         k = min(novelty_k, anchors.shape[0] - 1)
         loo = knn_mean_distance(anchors, anchors, k=k, exclude_self=True)
-        outer = FrozenPCA(n_components=outer_components).fit(fit_rows)
+        # At most d - 1 components, so something is left outside them on full-rank data.
+        outer = FrozenPCA(n_components=max(1, min(outer_components, x.shape[1] - 1))).fit(fit_rows)
         outer_sq = outer.residual_norm(fit_rows) ** 2
         n_freq = max(n_random_features // 2, 1)
         frequencies = rng.normal(scale=1.0 / bandwidth, size=(x.shape[1], n_freq))
@@ -300,7 +301,8 @@ class Reference:
             novelty_scale=max(float(np.median(loo)), tiny),
             rff_frequencies=frequencies.astype(np.float32),
             outer_projection=outer,
-            outer_scale=max(float(np.sqrt(outer_sq.mean())), tiny),
+            # floor far below any embedding's scale, and representable in float32
+            outer_scale=max(float(np.sqrt(outer_sq.mean())), 1e-12),
             n_fit=n_fit,
             n_total=n,
         )
