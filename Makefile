@@ -17,7 +17,7 @@ $(VENV)/.core: $(BIN)/python pyproject.toml constraints.txt
 	touch $@
 
 $(VENV)/.test: $(VENV)/.core
-	$(BIN)/pip install -q -e ".[test,dev,serve]"
+	$(BIN)/pip install -q -e ".[test,dev,serve,text]"
 	touch $@
 
 demo: $(VENV)/.core
