@@ -438,36 +438,14 @@ class Reference:
     def _metric_names(self, metrics: Sequence[str] | None) -> list[str]:
         if metrics is None:
             return list(METRICS)
-        if isinstance(metrics, str) or not metrics:
-            raise InvalidParameterError(
-                f"The 'metrics' parameter must be a non-empty list of names from"
-                f" {{{', '.join(METRICS)}}}. Got {metrics!r}."
-            )
-        unknown = [m for m in metrics if m not in METRICS]
-        if unknown:
-            raise InvalidParameterError(
-                f"Unknown metric(s) {unknown}; 'metrics' must be names from"
-                f" {{{', '.join(METRICS)}}}."
-            )
-        return list(dict.fromkeys(metrics))
+        return _check_names(metrics, parameter="metrics", allowed=list(METRICS))
 
     @staticmethod
     def _decision_names(decision: Sequence[str] | None, names: Sequence[str]) -> list[str]:
         if decision is None:
             chosen = [n for n in DECISION_METRICS if n in names]
             return chosen or list(names)
-        if isinstance(decision, str) or not decision:
-            raise InvalidParameterError(
-                f"The 'decision_metrics' parameter must be a non-empty list of computed metric"
-                f" names. Got {decision!r}."
-            )
-        unknown = [n for n in decision if n not in names]
-        if unknown:
-            raise InvalidParameterError(
-                f"'decision_metrics' names metric(s) {unknown} that are not computed; use"
-                f" names from {{{', '.join(names)}}}."
-            )
-        return list(dict.fromkeys(decision))
+        return _check_names(decision, parameter="decision_metrics", allowed=names)
 
     @staticmethod
     def _effect_gates(
@@ -658,6 +636,22 @@ _BUILDERS: dict[str, _Builder] = {
     "novelty": lambda ref, p: MeanDifference(p.novelty),
     "residual_mean_shift": lambda ref, p: MeanShift(p.outer_residuals),
 }
+
+
+def _check_names(value: Sequence[str], *, parameter: str, allowed: Sequence[str]) -> list[str]:
+    """``value`` as a de-duplicated list of names from ``allowed``, or a clear error."""
+    if isinstance(value, str) or not value:
+        raise InvalidParameterError(
+            f"The {parameter!r} parameter must be a non-empty list of names from"
+            f" {{{', '.join(allowed)}}}. Got {value!r}."
+        )
+    unknown = [n for n in value if n not in allowed]
+    if unknown:
+        raise InvalidParameterError(
+            f"Unknown metric(s) {unknown} in {parameter!r} (misspelled, or not computed); use"
+            f" names from {{{', '.join(allowed)}}}."
+        )
+    return list(dict.fromkeys(value))
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
