@@ -17,7 +17,7 @@ $(VENV)/.core: $(BIN)/python pyproject.toml constraints.txt
 	touch $@
 
 $(VENV)/.test: $(VENV)/.core
-	$(BIN)/pip install -q -e ".[test,dev,serve,text]"
+	$(BIN)/pip install -q -e ".[test,dev,serve,text,dask]"
 	touch $@
 
 demo: $(VENV)/.core
