@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from embdrift._validation import check_choice
 from embdrift.cli._common import (
     DEFAULT_STORE_PATH,
     StoreOption,
@@ -16,6 +17,7 @@ from embdrift.cli._common import (
     progress,
     result_table,
 )
+from embdrift.cli._dask import check_on_dask
 from embdrift.errors import InvalidParameterError
 from embdrift.io import read_embeddings
 from embdrift.reference import Reference
@@ -32,7 +34,13 @@ __all__ = ["check"]
 
 @exits_on_error
 def check(
-    source: Annotated[Path, typer.Argument(help="Current window: .npy, .npz or .parquet.")],
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="Current window: .npy, .npz or .parquet; with --engine dask also a quoted glob"
+            " ('data/day=*/part-*.parquet')."
+        ),
+    ],
     reference: Annotated[
         Path, typer.Option("--reference", "-r", help="Reference file from 'reference build'.")
     ],
@@ -55,10 +63,65 @@ def check(
         Path | None,
         typer.Option(help="JSONL or Parquet of id -> text: example texts in the --report."),
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local: exact permutation check in this process. dask: mergeable sketches"
+            " per file on a Dask cluster, tested with the sketch null (docs/dask.md)."
+        ),
+    ] = "local",
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler address (tcp://host:8786); default a local cluster."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes of the local Dask cluster.")
+    ] = None,
+    window: Annotated[
+        str | None,
+        typer.Option(help="With --engine dask: one result per time window (1h, 1d, ...)."),
+    ] = None,
+    timestamp_column: Annotated[
+        str, typer.Option(help="Parquet column with the row timestamps, for --window.")
+    ] = "timestamp",
+    split_row_groups: Annotated[
+        bool, typer.Option(help="With --engine dask: one task per Parquet row group.")
+    ] = False,
+    stream: Annotated[
+        str, typer.Option("--stream", help="Stream name --window results are stored under.")
+    ] = "stream",
 ) -> None:
     """Score drift of a window against a reference; every run is appended to the store.
     With --report, also explain what drifted (new, vanished and moved clusters with example ids
-    and, with --texts, example texts) in one HTML file."""
+    and, with --texts, example texts) in one HTML file. With --engine dask, SOURCE's files
+    are sketched on a Dask cluster and tested on the merged sketches (--permutations is then
+    the number of null replicates); --window gives one result per time window."""
+    check_choice(engine, name="--engine", choices=("local", "dask"))
+    if engine == "dask":
+        if report is not None:
+            raise InvalidParameterError(
+                "--report needs the rows of the window; run it with --engine local."
+            )
+        check_on_dask(
+            str(source),
+            reference=reference,
+            scheduler=scheduler,
+            workers=workers,
+            window=window,
+            timestamp_column=timestamp_column,
+            stream=stream,
+            alpha=alpha,
+            calibration=permutations,
+            seed=seed,
+            column=column,
+            split_row_groups=split_row_groups,
+            as_json=as_json,
+            fail_on_drift=fail_on_drift,
+            store=store,
+        )
+        return
+    if window is not None or scheduler is not None:
+        raise InvalidParameterError("--window and --scheduler need --engine dask.")
     if texts is not None and report is None:
         raise InvalidParameterError("--texts only feeds the HTML report; add --report FILE.")
     text_table = read_texts(texts) if texts is not None else None
