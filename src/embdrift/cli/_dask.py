@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import typer
@@ -37,14 +38,15 @@ def check_on_dask(
     """Sketch SOURCE (a glob) on Dask and test it, as one window or one row per time window."""
     from embdrift.engines.dask import check_dataset, check_windows, connect
 
-    span = None
+    span: dt.timedelta | None = None
     if window is not None:
-        span = parse_span(window, name="window")
-        if isinstance(span, int):
+        parsed = parse_span(window, name="window")
+        if not isinstance(parsed, dt.timedelta):
             raise InvalidParameterError(
                 f"--window with --engine dask is a duration (e.g. 1d, 1h); got {window!r}."
                 " Row-count windows need the rows in order: use 'embdrift stream'."
             )
+        span = parsed
     ref = Reference.load(reference)
     monitor = StreamMonitor(ref, alpha=alpha, n_calibration=calibration, seed=seed)
     where = scheduler or f"a local cluster ({workers or 'one per core'} workers)"
