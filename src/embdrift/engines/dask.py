@@ -197,7 +197,7 @@ def _read_partition(
     expected: str = "the reference has",
 ) -> _Rows:
     """Read and validate one partition on a worker (``embdrift.io`` does the parsing)."""
-    try:
+    with _naming(part):
         if part.row_group is None:
             data = read_embeddings(part.path, column=column)
             raw, ids, stamps = data.embeddings, data.ids, data.timestamps
@@ -205,10 +205,6 @@ def _read_partition(
                 stamps = _parquet_column(part.path, timestamp_column, None)
         else:
             raw, ids, stamps = _read_row_group(part, column, timestamp_column or "timestamp")
-    except EmbdriftError as exc:
-        if part.path in str(exc):
-            raise
-        raise type(exc)(f"In {part.name}: {exc}") from None
     x = _validated(raw, part, dim, expected=expected)
     n = x.shape[0]
     if ids is None:
@@ -322,19 +318,21 @@ _BASES: dict[tuple[str, int, int, int], StreamBasis] = {}
 
 def _basis(ref_blob: bytes, spec: dict[str, Any]) -> StreamBasis:
     key = (spec["reference_id"], spec["n_frequencies"], spec["n_projections"], spec["seed"])
-    if key not in _BASES:
+    basis = _BASES.get(key)
+    if basis is None:
         with tempfile.TemporaryDirectory(prefix="embdrift-ref-") as tmp:
             path = Path(tmp) / "reference.npz"
             path.write_bytes(ref_blob)
             reference = Reference.load(path)
-        _BASES.clear()  # one reference at a time per worker keeps memory bounded
-        _BASES[key] = StreamBasis(
+        basis = StreamBasis(
             reference,
             n_frequencies=spec["n_frequencies"],
             n_projections=spec["n_projections"],
             seed=spec["seed"],
         )
-    return _BASES[key]
+        _BASES.clear()  # one reference at a time per worker keeps memory bounded
+        _BASES[key] = basis
+    return basis
 
 
 def _partition_seed(seed: int, index: int, key: int = 0) -> int:
@@ -382,7 +380,19 @@ def _sketch_file(
     rows = _read_partition(
         partition, dim=basis.dim, column=spec["column"], timestamp_column=spec["timestamp_column"]
     )
-    return _sketch_rows(basis, spec, rows, index)
+    with _naming(partition):  # e.g. duplicate ids in the file's id column
+        return _sketch_rows(basis, spec, rows, index)
+
+
+@contextmanager
+def _naming(part: Partition) -> Iterator[None]:
+    """Re-raise an embdrift error with the partition's name in front, unless it has it."""
+    try:
+        yield
+    except EmbdriftError as exc:
+        if part.path in str(exc):
+            raise
+        raise type(exc)(f"In {part.name}: {exc}") from None
 
 
 def _sketch_block(
@@ -419,7 +429,8 @@ def _reservoir_file(spec: dict[str, Any], part: tuple[str, int | None, int], ind
         expected="the first file has",
     )
     res = WeightedReservoir(spec["sample_size"], seed=_partition_seed(spec["seed"], index))
-    res.update(rows.x, ids=rows.ids)
+    with _naming(partition):
+        res.update(rows.x, ids=rows.ids)
     return res.to_bytes()
 
 
@@ -458,15 +469,24 @@ def connect(
         with client:
             yield client
         return
+    import dask
+
     if n_workers is not None:
         check_int(n_workers, name="n_workers", low=1)
-    cluster = distributed.LocalCluster(
-        n_workers=n_workers or os.cpu_count() or 1,
-        threads_per_worker=check_int(threads_per_worker, name="threads_per_worker", low=1),
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-    )
+    check_int(threads_per_worker, name="threads_per_worker", low=1)
+    # Dask's default worker environment sets MALLOC_TRIM_THRESHOLD_, which also switches off
+    # glibc's dynamic mmap threshold: every large numpy temporary of a sketch update is then
+    # a fresh mmap with its pages faulted in again. Keep one BLAS thread per worker, drop that.
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}))
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        cluster = distributed.LocalCluster(
+            n_workers=n_workers or os.cpu_count() or 1,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        )
     with cluster, distributed.Client(cluster) as client:
         yield client
 
@@ -478,10 +498,14 @@ def _client_scope(client: Client | None) -> Iterator[Client]:
         yield client
         return
     try:
-        yield distributed.get_client()
+        current = distributed.get_client()
     except ValueError:  # no client in this process: a local cluster for this call only
-        with connect() as local:
-            yield local
+        current = None
+    if current is not None:
+        yield current
+        return
+    with connect() as local:
+        yield local
 
 
 def _reference_blob(reference: Reference) -> bytes:
