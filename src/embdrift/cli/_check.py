@@ -38,7 +38,7 @@ def check(
         Path,
         typer.Argument(
             help="Current window: .npy, .npz or .parquet; with --engine dask also a quoted glob"
-            " ('data/day=*/part-*.parquet')."
+            " (`'data/day=*/part-*.parquet'`)."
         ),
     ],
     reference: Annotated[
