@@ -66,6 +66,19 @@ def _cpu() -> str:
     return platform.processor() or "unknown"
 
 
+def _autogroup() -> str:
+    try:
+        on = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return "scheduler autogroups unknown"
+    if on:
+        return (
+            "Linux autogroup scheduling on (CPU time is shared per session, so the worker"
+            " processes of one session compete for that session's share)"
+        )
+    return "Linux autogroup scheduling off"
+
+
 def generate(root: Path, *, rows: int, files: int, world: World) -> list[Path]:
     weights = np.ones(world.centers.shape[0])
     weights[-1] = 0.0
@@ -189,6 +202,12 @@ def write(args: argparse.Namespace, rows: list[dict[str, object]], size_gb: floa
             f" {float(r['rows_s']) / base:.2f}× | {startup} | {r['load']} |"  # type: ignore[arg-type]
         )
     lines += [
+        "",
+        "How to read it: sketching is CPU-bound (one float32 product of each row with a"
+        " (d, 2D + p + k) matrix, cos/sin, KLL updates), so workers add throughput only when"
+        " free cores exist. On a shared machine the figures measure the CPU share this job"
+        f" got, not the engine. Here: {os.cpu_count()} CPUs, load average above, and"
+        f" {_autogroup()}.",
         "",
         f"Reproduce: `.venv/bin/python benchmarks/dask_throughput.py --rows {args.rows}"
         f" --files {args.files}` (part of `make bench`).",
