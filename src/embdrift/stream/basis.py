@@ -30,7 +30,8 @@ class BatchFeatures:
     projections : (m, n_projections) float32
         Frozen projections in units of the reference standard deviation per direction.
     residuals : (m,) float32
-        Norm of the part outside the frozen top-k PCA subspace, in reference residual stds.
+        Norm of the part outside the reference's outer PCA subspace (``outer_components``
+        PCs), in reference residual stds.
     """
 
     angles: np.ndarray
@@ -119,12 +120,14 @@ class StreamBasis:
         self._directions = directions
         self._scales = scales
         self._n_pcs = min(k, n_proj)
-        self._components = comps
+        # The reconstruction error is the norm outside the reference's outer subspace, as in
+        # the batch check.
+        self._components = np.asarray(reference.outer_projection.components_, dtype=np.float64)
         self._mean64 = np.asarray(pca.mean_, dtype=np.float64)
         self._mean32 = self._mean64.astype(np.float32)
         # One (d, D + p) float32 matrix: the per-batch product computes angles and projections.
         self._matrix = np.ascontiguousarray(
-            np.hstack([self._freq.T, (directions / scales[:, None]).T, comps.T]),
+            np.hstack([self._freq.T, (directions / scales[:, None]).T, self._components.T]),
             dtype=np.float32,
         )
         h = hashlib.sha256(

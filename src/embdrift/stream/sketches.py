@@ -426,8 +426,8 @@ class ProjectionQuantiles:
     Notes
     -----
     Holds ``basis.n_projections_`` sketches of standardised projections plus one of the
-    residual norm outside the frozen top-k subspace (in reference residual stds): drift in
-    directions the reference barely used moves that residual and no projection.
+    residual norm outside the reference's outer PCA subspace (in reference residual stds):
+    drift in directions the reference barely used moves that residual and no projection.
     Guarantee: each sketch has the rank error ε(k) of :class:`QuantileSketch`. Statistics built
     on them (:mod:`embdrift.stream.statistics`) state their own bounds in terms of ε(k).
     """

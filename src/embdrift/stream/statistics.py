@@ -48,7 +48,7 @@ STREAM_METRICS: Mapping[str, tuple[str, str]] = {
     "kl_pc1": ("KL(window ‖ reference) of PC1 histograms, nats, smoothed", "linear"),
     "js_pc1": ("Jensen-Shannon divergence of PC1 histograms, nats", "linear"),
     "reconstruction_error": (
-        "1-D Wasserstein-1 of the residual norm outside the top-k subspace, reference stds",
+        "1-D Wasserstein-1 of the residual norm outside the outer PCA subspace, reference stds",
         "sqrt",
     ),
 }
