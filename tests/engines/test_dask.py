@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from embdrift import DimensionMismatchError, InvalidEmbeddingsError, Reference
+from embdrift import DimensionMismatchError, DriftResult, InvalidEmbeddingsError, Reference
 from embdrift.errors import MissingExtraError
 from embdrift.stream import SketchSet, StreamMonitor, rank_error
 from embdrift.synthetic import World, make_scenario
@@ -43,6 +43,7 @@ N_CAL = 199
 #: Statistics computed from feature sums and moments only (exact under merge, up to rounding);
 #: the others read KLL quantiles, which two runs approximate independently within eps(k).
 SUM_METRICS = ("mmd", "mean_shift", "spread_ratio", "frechet")
+CLEAR_LOW, CLEAR_HIGH = 0.005, 0.25
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +87,25 @@ def split_to_files(root: Path, x: np.ndarray, n_files: int) -> list[Path]:
     for i, chunk in enumerate(np.array_split(x, n_files)):
         out.append(write_parquet(root / f"part-{i:03d}.parquet", chunk, row_group_size=700))
     return out
+
+
+def assert_same_decision(remote: DriftResult, local: DriftResult) -> None:
+    """The decisions of two sketchings of the same rows agree wherever sketch error cannot
+    flip them.
+
+    Statistics from sums and moments are equal up to rounding, and their null replicates are
+    seeded, so their p-values and decisions must be equal. The quantile statistics come from
+    KLL sketches, which are randomised: two sketchings of the same rows differ within the
+    rank error eps(k), and at a few hundred rows per window that moves their p-values a lot
+    (the null is calibrated through the sketches, so each test keeps its level). The combined
+    (min-p) decision must therefore agree only when it is clear-cut: local p <= CLEAR_LOW or
+    >= CLEAR_HIGH.
+    """
+    for name in SUM_METRICS:
+        got, want = remote.metrics[name], local.metrics[name]
+        assert got.p_value == pytest.approx(want.p_value, abs=1.5 / (N_CAL + 1)), name
+    if local.p_value <= CLEAR_LOW or local.p_value >= CLEAR_HIGH:
+        assert remote.drifted == local.drifted, (remote.p_value, local.p_value)
 
 
 def single_process(reference: Reference, x: np.ndarray) -> tuple[StreamMonitor, SketchSet]:
@@ -165,8 +185,9 @@ def test_reservoir_rows_are_the_files_rows(
 def test_decisions_agree_with_the_single_process_sketch_check(
     client: Client, tmp_path: Path, scenario: str, strength: float, expected: bool
 ) -> None:
+    # Windows of at most half the reference's held-out rows: the calibration's own regime.
     ref_x, cur = make_scenario(
-        scenario, n_reference=2000, n_current=6000, dim=32, strength=strength, seed=4
+        scenario, n_reference=6000, n_current=1500, dim=32, strength=strength, seed=4
     )
     reference = Reference.fit(ref_x, seed=0, n_components=6)
     split_to_files(tmp_path, cur, 4)
@@ -174,7 +195,10 @@ def test_decisions_agree_with_the_single_process_sketch_check(
     local = monitor.test(one)
     dist = engine.check_dataset(str(tmp_path / "*.parquet"), monitor, client=client)
     assert dist.method == "sketch" and dist.n_current == cur.shape[0]
-    assert dist.drifted == local.drifted == expected
+    # Strong drift is found; with none, the check shows no strong evidence (a seeded null run
+    # alarms at rate alpha, so only p <= CLEAR_LOW would be a failure here).
+    assert local.drifted if expected else local.p_value > CLEAR_LOW
+    assert_same_decision(dist, local)
     for name in SUM_METRICS:
         # Statistics from sums and moments: the same values up to rounding, the same p-values.
         assert dist.metrics[name].value == pytest.approx(local.metrics[name].value, rel=1e-5)
@@ -188,10 +212,10 @@ def test_real_text_sums_and_decisions(
     rng = np.random.default_rng(0)
     mix = ["python", "libs", "devel", "doc", "utils", "net", "games", "science"]
     pool = {s: rng.permutation(np.flatnonzero(section == s)) for s in [*mix, "rust"]}
-    ref_rows = np.concatenate([pool[s][:300] for s in mix])
-    same_rows = np.concatenate([pool[s][300:550] for s in mix])
+    ref_rows = np.concatenate([pool[s][:400] for s in mix])  # 1,600 held-out rows
+    same_rows = np.concatenate([pool[s][400:500] for s in mix])  # windows of 800
     reference = Reference.fit(x[ref_rows], seed=0)
-    new_rows = np.concatenate([same_rows[:1800], pool["rust"][:200]])  # 10% of a new section
+    new_rows = np.concatenate([same_rows[:720], pool["rust"][:80]])  # 10% of a new section
     for name, rows, expected in [("same", same_rows, False), ("new", new_rows, True)]:
         cur = x[rng.permutation(rows)]
         split_to_files(tmp_path / name, cur, 3)
@@ -202,19 +226,19 @@ def test_real_text_sums_and_decisions(
         np.testing.assert_allclose(dist.rff.feature_sum, one.rff.feature_sum, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(dist.moments.mean, one.moments.mean, atol=1e-9)
         local, remote = monitor.test(one), monitor.test(dist)
-        assert local.drifted == remote.drifted == expected, name
+        assert local.drifted if expected else local.p_value > CLEAR_LOW, name
+        assert_same_decision(remote, local)
         for metric in SUM_METRICS:
             got, want = remote.metrics[metric], local.metrics[metric]
             assert got.value == pytest.approx(want.value, rel=1e-4), metric
 
 
 # ---------------------------------------------------------------------------- windows
-def test_one_pass_gives_one_result_per_day(
-    client: Client, world: World, reference: Reference, tmp_path: Path
-) -> None:
+def test_one_pass_gives_one_result_per_day(client: Client, world: World, tmp_path: Path) -> None:
     """Five days, the last two shifted; files cut across day boundaries and shuffled."""
     rng = np.random.default_rng(5)
     base = np.array([1.0, 1.0, 1.0, 1.0, 0.0])
+    reference = Reference.fit(world.sample(4000, weights=base, seed=20)[0], n_components=6)
     days = []
     for day in range(5):
         shift = None if day < 3 else 0.6 * world.centers[0]
@@ -246,9 +270,15 @@ def test_one_pass_gives_one_result_per_day(
     for w, lw in zip(windows, local, strict=True):
         assert w.start == lw.start and w.end == lw.end
         assert w.result.n_current == lw.result.n_current == 900
-        assert w.result.drifted == lw.result.drifted
-        assert w.alert == lw.alert
-    assert [w.result.drifted for w in windows] == [False, False, False, True, True]
+        for metric in SUM_METRICS:
+            got, want = w.result.metrics[metric].value, lw.result.metrics[metric].value
+            assert got == pytest.approx(want, rel=1e-5), metric
+        assert_same_decision(w.result, lw.result)
+    # The shifted days are found; quiet days alarm only at the calibrated rate (the stream
+    # tests check that rate), so at most one of the three here.
+    assert [w.alert for w in windows] == [w.result.drifted for w in windows]  # consecutive=1
+    assert [w.result.drifted for w in windows[3:]] == [True, True]
+    assert sum(w.result.drifted for w in windows[:3]) <= 1
 
 
 # ---------------------------------------------------------------------------- failures
@@ -288,7 +318,7 @@ def test_a_worker_killed_mid_computation_gives_the_same_result(
     # Reservoir keys are seeded per partition: the recomputed partition gives the same rows.
     assert sorted(killed.reservoir.ids.tolist()) == sorted(clean.reservoir.ids.tolist())
     monitor, one = single_process(reference, x)
-    assert monitor.test(killed).drifted == monitor.test(one).drifted
+    assert_same_decision(monitor.test(killed), monitor.test(one))
 
 
 def test_bad_partitions_are_named_with_file_and_row(
@@ -372,7 +402,8 @@ def test_cli_check_and_daily_series_on_the_cluster(
                 xd[idx],
                 ts=pa.array(stamps[idx].astype("datetime64[us]")),
             )
-    reference.save(tmp_path / "ref.npz")
+    big = Reference.fit(world.sample(4000, weights=base, seed=21)[0], n_components=6)
+    big.save(tmp_path / "ref.npz")
     address = client.scheduler.address
     base_args = [sys.executable, "-m", "embdrift", "check", "--engine", "dask"]
     common = ["--scheduler", address, "--reference", "ref.npz", "--permutations", str(N_CAL)]
@@ -387,7 +418,7 @@ def test_cli_check_and_daily_series_on_the_cluster(
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["method"] == "sketch" and result["n_current"] == 800
-    assert result["drifted"] is False
+    assert result["reference_id"] == big.reference_id
     proc = subprocess.run(
         [*base_args, *common, "data/day=*/part-*.parquet", "--window", "1d"]
         + ["--timestamp-column", "ts", "--store", str(store), "--stream", "daily"],
@@ -397,12 +428,15 @@ def test_cli_check_and_daily_series_on_the_cluster(
         timeout=180,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "3 windows, 1 in alert" in proc.stdout.replace("\n", " ")
+    assert "3 windows" in proc.stdout and "2026-03-03" in proc.stdout
     with duckdb.connect(str(store), read_only=True) as con:
         rows = con.execute(
-            "SELECT drifted, n_current FROM results WHERE stream = 'daily' ORDER BY window_start"
+            "SELECT window_start, drifted, n_current FROM results WHERE stream = 'daily'"
+            " ORDER BY window_start"
         ).fetchall()
-    assert rows == [(False, 800), (False, 800), (True, 800)]
+    assert [r[2] for r in rows] == [800, 800, 800]
+    assert [r[0].day for r in rows] == [1, 2, 3]
+    assert rows[2][1] is True  # the shifted day
     # Bad input: a message naming the file and exit status 2, no traceback.
     write_parquet(
         tmp_path / "data/day=9/part-0.parquet", world.sample(50, weights=base, seed=1)[0][:, :8]
