@@ -191,6 +191,17 @@ class StreamBasis:
         residuals = np.sqrt(np.maximum(sq, 0.0)) / self.reference.residual_scale
         return BatchFeatures(angles=angles, projections=projections, residuals=residuals)
 
+    def residual_mean(self, centred_sum: np.ndarray, count: int) -> np.ndarray:
+        """Mean of ``count`` rows outside the reference's outer PCA subspace, (d,) float64.
+
+        ``(I − VᵀV) (Σ (x − μ) / count) / s`` with V the outer components, μ the reference mean
+        and s the reference's residual RMS norm (``Reference.outer_scale``): the difference of
+        two such means is the ``residual_mean_shift`` of the batch check.
+        """
+        mean = np.asarray(centred_sum, dtype=np.float64) / max(count, 1)
+        inside = self._components.T @ (self._components @ mean)
+        return (mean - inside) / self.reference.outer_scale
+
     def check_same(self, other_id: str, *, what: str) -> None:
         """Raise :class:`IncompatibleSketchError` unless ``other_id`` is this basis."""
         if other_id != self.basis_id:
