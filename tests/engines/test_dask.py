@@ -42,7 +42,7 @@ ALPHA = 0.05
 N_CAL = 199
 #: Statistics computed from feature sums and moments only (exact under merge, up to rounding);
 #: the others read KLL quantiles, which two runs approximate independently within eps(k).
-SUM_METRICS = ("mmd", "mean_shift", "spread_ratio", "frechet")
+SUM_METRICS = ("mmd", "mean_shift", "spread_ratio", "frechet", "residual_mean_shift")
 CLEAR_LOW, CLEAR_HIGH = 0.005, 0.25
 
 
@@ -143,6 +143,7 @@ def test_sums_quantiles_and_reservoir_match_single_process(
     np.testing.assert_allclose(
         dist.moments.covariance, one.moments.covariance, rtol=1e-9, atol=1e-9
     )
+    np.testing.assert_allclose(dist.means.centred_sum, one.means.centred_sum, rtol=1e-6, atol=1e-6)
     # Quantiles: each sketch quantile's exact rank is within the KLL bound eps(k).
     exact = dist.basis.exact_features(x).projections
     eps = rank_error(dist.quantile_k)
