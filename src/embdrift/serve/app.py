@@ -48,6 +48,7 @@ from embdrift.serve.auth import Auth, require_read, require_write
 from embdrift.serve.batch import check_name, parse_embeddings_json, parse_npy, parse_outcomes_json
 from embdrift.serve.config import ServeConfig
 from embdrift.serve.metrics import ServeMetrics
+from embdrift.serve.page import router as page_router
 from embdrift.serve.registry import StreamRegistry
 from embdrift.serve.sink import StoreSink
 from embdrift.store import Store
@@ -244,6 +245,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     app.state.metrics = ServeMetrics(registry, prometheus)
     _install_error_handlers(app)
     _add_routes(app, config, registry)
+    app.include_router(page_router)
     return app
 
 

@@ -48,8 +48,13 @@ PALETTE = (
     "#d55e00",
     "#f0e442",
     "#999999",
-    "#000000",
+    "#882255",
+    "#44aa99",
+    "#332288",
+    "#aa4499",
 )
+#: Colour of the combined decision (drawn bold).
+COMBINED_COLOR = "#000000"
 #: Largest -log10(p) drawn (p-values below 1e-4 are drawn at the top edge).
 _MAX_NEG_LOG_P = 4.0
 
@@ -117,8 +122,16 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
-def _clock(seconds: float) -> str:
-    return dt.datetime.fromtimestamp(seconds, tz=dt.UTC).strftime("%H:%M:%S")
+def _percent(value: Any) -> str:
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return "–"
+    return f"{value:.1%}"
+
+
+def _clock(seconds: float, *, fine: bool = False) -> str:
+    """UTC wall-clock time; tenths of a second when ticks are closer than a second."""
+    stamp = dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
+    return stamp.strftime("%H:%M:%S.%f")[:-5] if fine else stamp.strftime("%H:%M:%S")
 
 
 def _ago(seconds: float | None, now: float) -> str:
@@ -171,7 +184,9 @@ def _line_chart(
         return y0 - (v - vlo) / (vhi - vlo) * (y0 - y1)
 
     series = []
-    for i, (name, values, stroke, dashed) in enumerate(lines):
+    colors = iter(PALETTE * (len(lines) // len(PALETTE) + 1))
+    for name, values, stroke, dashed in lines:
+        color = COMBINED_COLOR if name == "combined" else next(colors)
         ok = np.isfinite(values)
         pts = [(round(sx(t), 1), round(sy(v), 1)) for t, v in zip(times[ok], values[ok], strict=True)]
         if not pts:
@@ -179,7 +194,7 @@ def _line_chart(
         series.append(
             Series(
                 name=name,
-                color=PALETTE[i % len(PALETTE)],
+                color=color,
                 points=" ".join(f"{x},{y}" for x, y in pts),
                 dots=tuple(pts) if len(pts) <= 60 else (),
                 width=stroke,
@@ -194,7 +209,9 @@ def _line_chart(
             a = (xs[i - 1] + xs[i]) / 2 if i > 0 else max(x0, xs[i] - 3)
             b = (xs[i] + xs[i + 1]) / 2 if i + 1 < len(xs) else min(x1, xs[i] + 3)
             shaded.append((round(a, 1), round(max(b - a, 1.0), 1)))
-    x_ticks = tuple((round(sx(t), 1), _clock(t)) for t in _nice_ticks(tlo, thi, 6))
+    ticks = _nice_ticks(tlo, thi, 6)
+    fine = len(ticks) > 1 and ticks[1] - ticks[0] < 1.0
+    x_ticks = tuple((round(sx(t), 1), _clock(t, fine=fine)) for t in ticks)
     y_ticks = tuple((round(sy(v), 1), y_format.format(v)) for v in _nice_ticks(vlo, vhi, 4))
     return Chart(
         width=width,
@@ -345,7 +362,7 @@ def stream_view(snap: StreamSnapshot, *, now: float) -> StreamView:
         )
         label += f", closed {_clock(latest.closed_at)} UTC, n = {result.n_current}"
         examples = tuple(w.example_ids)
-        share = "–" if latest.new_cluster_share is None else f"{latest.new_cluster_share:.1%}"
+        share = _percent(latest.new_cluster_share)
     drift_chart, legend = _drift_chart(history) if history else (None, ())
     outcome_chart, outcome_legend = _outcome_chart(history) if history else (None, ())
     clusters: tuple[dict[str, Any], ...] = ()
@@ -354,7 +371,7 @@ def stream_view(snap: StreamSnapshot, *, now: float) -> StreamView:
             {
                 "label": str(c.get("label", "")),
                 "size": c.get("size", ""),
-                "share": _fmt(c.get("share")),
+                "share": _percent(c.get("share")),
                 "examples": [str(e) for e in c.get("examples", [])][:10],
             }
             for c in snap.explanation.get("new_clusters", [])
