@@ -188,7 +188,9 @@ def _line_chart(
     for name, values, stroke, dashed in lines:
         color = COMBINED_COLOR if name == "combined" else next(colors)
         ok = np.isfinite(values)
-        pts = [(round(sx(t), 1), round(sy(v), 1)) for t, v in zip(times[ok], values[ok], strict=True)]
+        pts = [
+            (round(sx(t), 1), round(sy(v), 1)) for t, v in zip(times[ok], values[ok], strict=True)
+        ]
         if not pts:
             continue
         series.append(
@@ -337,6 +339,8 @@ def stream_view(snap: StreamSnapshot, *, now: float) -> StreamView:
     """The template's view of one stream snapshot."""
     latest = snap.latest
     history = list(snap.history)
+    metrics: tuple[dict[str, str], ...]
+    examples: tuple[str, ...]
     if latest is None:
         verdict, p, metrics, label, examples, share = "pending", "–", (), "no window yet", (), "–"
     else:
@@ -421,16 +425,27 @@ def content_security_policy(nonce: str) -> str:
 
 
 def render_page(
-    snapshots: Sequence[StreamSnapshot], *, refresh: int, nonce: str, now: float | None = None
+    snapshots: Sequence[StreamSnapshot],
+    *,
+    refresh: int,
+    nonce: str,
+    now: float | None = None,
+    fragment: bool = False,
 ) -> str:
-    """The live page for ``snapshots`` (refreshing itself every ``refresh`` s; 0 = never)."""
+    """The live page for ``snapshots`` (refreshing itself every ``refresh`` s; 0 = never);
+    ``fragment``: only its ``<main>`` element (what the refresh script fetches)."""
     when = time.time() if now is None else now
     views = [stream_view(s, now=when) for s in snapshots]
-    return _environment().get_template("page.html").render(
-        streams=views,
-        refresh=refresh,
-        nonce=nonce,
-        generated=dt.datetime.fromtimestamp(when, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+    return (
+        _environment()
+        .get_template("page.html")
+        .render(
+            streams=views,
+            refresh=refresh,
+            nonce=nonce,
+            fragment=fragment,
+            generated=dt.datetime.fromtimestamp(when, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        )
     )
 
 
@@ -441,15 +456,18 @@ def render_page(
     tags=["page"],
     summary="Live page (self-contained HTML, refreshes itself)",
 )
-def live_page(request: Request, refresh: int = 10) -> HTMLResponse:
+def live_page(request: Request, refresh: int = 10, fragment: bool = False) -> HTMLResponse:
     """Every stream's verdict, drift over time, outcomes, PCA scatter and new clusters.
-    ``refresh``: seconds between updates (0 turns them off; at most 3600)."""
+    ``refresh``: seconds between updates (0 turns them off; at most 3600); ``fragment``: only
+    the page's ``<main>`` element (what the page fetches to update itself)."""
     if isinstance(refresh, bool) or not 0 <= refresh <= 3600:
         raise InvalidParameterError(
             f"The 'refresh' parameter must be an int in [0, 3600] seconds; got {refresh}."
         )
     nonce = secrets.token_urlsafe(18)
-    html = render_page(request.app.state.registry.snapshots(), refresh=refresh, nonce=nonce)
+    html = render_page(
+        request.app.state.registry.snapshots(), refresh=refresh, nonce=nonce, fragment=fragment
+    )
     return HTMLResponse(
         html,
         headers={
