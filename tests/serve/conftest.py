@@ -32,8 +32,13 @@ def serve_ref_path(serve_ref: Reference, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.fixture
 def settings() -> MonitorSettings:
+    """Small and fast; no explanations (tests that need them turn them on)."""
     return MonitorSettings(
-        window=WINDOW, n_calibration=CALIBRATION, reservoir_size=200, n_frequencies=128
+        window=WINDOW,
+        n_calibration=CALIBRATION,
+        reservoir_size=200,
+        n_frequencies=128,
+        explain=False,
     )
 
 
