@@ -20,13 +20,14 @@ import datetime as dt
 import json
 import logging
 import math
+import queue
 import struct
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from embdrift.errors import (
     TimestampOrderError,
     UnknownStreamError,
 )
-from embdrift.explain import explain
+from embdrift.explain import Explanation, explain
 from embdrift.reference import Reference
 from embdrift.results import DriftResult
 from embdrift.serve.batch import MAX_OUTCOMES, Batch, OutcomeEvents, check_name, record_from_bytes
@@ -63,6 +64,8 @@ _CKPT_HEAD = struct.Struct("<IQ")  # JSON length, monitor state length
 _STATE_VERSION = 1
 #: Reference rows projected for the scatter's background.
 _REFERENCE_POINTS = 500
+#: Fewest reservoir rows explained (explain's k-NN graph needs 2 * n_neighbors = 30).
+_MIN_EXPLAIN_ROWS = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +73,8 @@ class MonitorSettings:
     """The options every stream's :class:`StreamMonitor` is built with (see its docstring).
 
     ``explain`` runs :func:`embdrift.explain.explain` on each closed window's reservoir sample
-    (seeded, so replay reproduces it) for the new-cluster share and the examples.
+    (seeded, so the same rows always give the same answer) for the new-cluster share and the
+    examples; the registry runs it off the ingest path (see ``StreamRegistry``).
     """
 
     window: int | dt.timedelta = 1000
@@ -141,7 +145,8 @@ class WindowSummary:
         Mean of each outcome over the values received since the previous window closed.
     new_cluster_share : float or None
         Share of the window's reservoir rows in new regions (:func:`embdrift.explain.explain`),
-        None when not computed (too few rows, or ``explain`` off).
+        None when not computed (yet): too few rows, ``explain`` off, still running, or the
+        window closed before a crash and its explanation had not finished.
     """
 
     window: WindowResult
@@ -257,6 +262,7 @@ class _Stream:
         self.point_ids: tuple[str, ...] = ()
         self.point_labels: tuple[str, ...] = ()
         self.since_checkpoint = 0
+        self.pending: tuple[int, np.ndarray, np.ndarray] | None = None  # window to explain
         ref_rows = reference.sample[:_REFERENCE_POINTS]
         self.reference_points = _project(reference, ref_rows)
 
@@ -377,6 +383,13 @@ class StreamRegistry:
         fsync every log record before acknowledging (default True).
     clock : callable
         Wall clock (unix seconds); injectable for tests.
+    background : bool
+        Explain closed windows in a worker thread (default True), so an ingest request that
+        closes a window answers after the test, not after the explanation (which costs
+        O(n²d) on the reservoir sample and the reference's test rows, often longer than
+        the test). Only the latest window of each stream is explained; a newer window
+        supersedes a pending one. False explains inline (deterministic timing, for tests).
+        :meth:`drain` waits until the worker is idle.
 
     Examples
     --------
@@ -410,6 +423,7 @@ class StreamRegistry:
         lock_timeout: float = 30.0,
         fsync: bool = True,
         clock: Callable[[], float] = time.time,
+        background: bool = True,
     ) -> None:
         self.references = {check_name(k): v for k, v in (references or {}).items()}
         self.default_reference = default_reference
@@ -426,6 +440,9 @@ class StreamRegistry:
         self._lock = threading.Lock()
         self._rejected: dict[str, int] = {}
         self._opened = False
+        self.background = background
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
 
     def __repr__(self) -> str:
         return (
@@ -446,14 +463,29 @@ class StreamRegistry:
             root = self.state_dir / "streams"
             root.mkdir(parents=True, exist_ok=True)
             names |= {p.name for p in root.iterdir() if p.is_dir()}
+        if self.background and self.settings.explain and self._worker is None:
+            self._worker = threading.Thread(
+                target=self._explain_loop, name="embdrift-explain", daemon=True
+            )
+            self._worker.start()
         for name in sorted(names):
             with self._lock:
                 self._create(name)
         self._opened = True
         return self
 
+    def drain(self) -> None:
+        """Wait until every pending explanation is done."""
+        if self._worker is not None:
+            self._queue.join()
+
     def close(self) -> None:
-        """Checkpoint every stream and close the logs (a clean shutdown replays nothing)."""
+        """Finish pending explanations, checkpoint every stream and close the logs (a clean
+        shutdown replays nothing)."""
+        if self._worker is not None:
+            self._queue.put(None)
+            self._worker.join()
+            self._worker = None
         for stream in list(self._streams.values()):
             with stream.lock:
                 if stream.wal is not None:
@@ -487,9 +519,14 @@ class StreamRegistry:
         if self.state_dir is not None:
             wal = WriteAheadLog(self.state_dir / "streams" / name, fsync=self.fsync)
         stream = _Stream(name, ref, self.settings, history=self.history, wal=wal)
-        if wal is not None:
-            self._recover(stream, wal)
-        self._streams[name] = stream
+        with stream.lock:  # the explanation worker may look at it during the replay
+            self._streams[name] = stream
+            try:
+                if wal is not None:
+                    self._recover(stream, wal)
+            except BaseException:
+                del self._streams[name]
+                raise
         return stream
 
     def _recover(self, stream: _Stream, wal: WriteAheadLog) -> None:
@@ -699,25 +736,78 @@ class StreamRegistry:
         rates = {k: s / n for k, (s, n) in stream.accumulator.items() if n > 0}
         stream.accumulator = {k: [0.0, 0.0] for k in stream.accumulator}
         rows, ids = sample
-        share: float | None = None
-        labels = [""] * rows.shape[0]
         stream.explanation = None
-        if self.settings.explain and rows.shape[0] >= 40:
-            exp = explain(stream.reference, rows, ids=ids, seed=self.settings.seed)
-            share = float(sum(r.size for r in exp.new_clusters) / max(exp.n_current_used, 1))
-            for region in exp.new_clusters:
-                for i in region.members:
-                    labels[i] = region.label
-            stream.explanation = _explanation_summary(exp.to_dict())
         stream.points = _project(stream.reference, rows)
         stream.point_ids = tuple(str(i) for i in ids)
-        stream.point_labels = tuple(labels)
-        summary = WindowSummary(window, received, rates, share)
+        stream.point_labels = ("",) * rows.shape[0]
+        stream.pending = None
+        if self.settings.explain and rows.shape[0] >= _MIN_EXPLAIN_ROWS:
+            stream.pending = (window.index, rows, ids)
+        summary = WindowSummary(window, received, rates, None)
         stream.history.append(summary)
         stream.windows += 1
         stream.drift_windows += int(window.result.drifted)
         if self.on_window is not None:
             self.on_window(stream.name, summary)
+        if stream.pending is not None:
+            if self._worker is not None:
+                self._queue.put(stream.name)
+            else:
+                self._explain(stream, *self._take(stream))
+
+    @staticmethod
+    def _take(stream: _Stream) -> tuple[int, np.ndarray, np.ndarray]:
+        assert stream.pending is not None
+        job, stream.pending = stream.pending, None
+        return job
+
+    def _explain(self, stream: _Stream, index: int, rows: np.ndarray, ids: np.ndarray) -> None:
+        """Explain window ``index`` from its reservoir rows and, if it is still the latest,
+        attach the result (new-cluster share, region labels of the points, summary)."""
+        self._attach(
+            stream,
+            index,
+            rows.shape[0],
+            explain(stream.reference, rows, ids=ids, seed=self.settings.seed),
+        )
+
+    @staticmethod
+    def _attach(stream: _Stream, index: int, n_rows: int, exp: Explanation) -> None:
+        share = float(sum(r.size for r in exp.new_clusters) / max(exp.n_current_used, 1))
+        labels = [""] * n_rows
+        for region in exp.new_clusters:
+            for i in region.members:
+                labels[i] = region.label
+        summary = _explanation_summary(exp.to_dict())
+        if not stream.history or stream.history[-1].window.index != index:
+            return  # superseded while it ran
+        stream.history[-1] = replace(stream.history[-1], new_cluster_share=share)
+        stream.point_labels = tuple(labels)
+        stream.explanation = summary
+
+    def _explain_loop(self) -> None:
+        while True:
+            name = self._queue.get()
+            try:
+                if name is None:
+                    return
+                stream = self._streams.get(name)
+                if stream is None:
+                    continue
+                with stream.lock:
+                    job = self._take(stream) if stream.pending is not None else None
+                if job is None:
+                    continue
+                index, rows, ids = job
+                try:
+                    exp = explain(stream.reference, rows, ids=ids, seed=self.settings.seed)
+                except Exception:  # an explanation must never take the service down
+                    log.exception("stream %s: explaining window %d failed", name, index)
+                    continue
+                with stream.lock:
+                    self._attach(stream, index, rows.shape[0], exp)
+            finally:
+                self._queue.task_done()
 
     # ------------------------------------------------------------------ reads
     def names(self) -> list[str]:
