@@ -67,6 +67,7 @@ def served(reference: Reference):
     with TestClient(app) as client:
         _replay(client, "steady", clean=2, drifted=0, seed=1)
         _replay(client, "shifted", clean=1, drifted=2, seed=2)
+        app.state.registry.drain()  # explanations run off the ingest path
         page = client.get("/")
         snaps = {s.name: s for s in app.state.registry.snapshots()}
         yield client, page, snaps
