@@ -33,6 +33,7 @@ __all__ = [
     "Series",
     "StreamView",
     "content_security_policy",
+    "live_page",
     "render_page",
     "router",
     "stream_view",
