@@ -8,6 +8,7 @@ expected, what arrived and how to fix it.
 from __future__ import annotations
 
 __all__ = [
+    "BadStreamNameError",
     "DimensionMismatchError",
     "EmbdriftError",
     "EmbeddingTypeError",
@@ -15,17 +16,24 @@ __all__ = [
     "IdMismatchError",
     "IncompatibleSketchError",
     "InsufficientDataError",
+    "InvalidBodyError",
     "InvalidEmbeddingsError",
     "InvalidParameterError",
     "InvalidSeriesError",
     "MissingExtraError",
+    "OverloadedError",
+    "PayloadTooLargeError",
     "PrometheusError",
     "ReferenceFormatError",
     "SeriesAlignmentError",
     "SketchFormatError",
+    "StateFormatError",
     "StoreLockedError",
     "TimestampOrderError",
     "UnknownDirectionError",
+    "UnauthorizedError",
+    "UnknownStreamError",
+    "UnsafeBindError",
 ]
 
 
@@ -108,3 +116,42 @@ class UnknownDirectionError(EmbdriftError, ValueError):
 
 class PrometheusError(EmbdriftError, RuntimeError):
     """A Prometheus server that cannot be reached or rejects a query."""
+
+
+# --- the drift service (embdrift serve, issue 7) ----------------------------------------------
+
+
+class InvalidBodyError(EmbdriftError, ValueError):
+    """An HTTP request body that cannot be read: malformed JSON or ``.npy``, missing or
+    mistyped fields, unsupported content type, lengths that disagree."""
+
+
+class PayloadTooLargeError(EmbdriftError, ValueError):
+    """A request body or a batch above the service's configured size or row limit."""
+
+
+class BadStreamNameError(EmbdriftError, ValueError):
+    """A stream or outcome name outside ``^[a-z0-9][a-z0-9_-]{0,63}$`` (it becomes a
+    Prometheus label value and a folder name)."""
+
+
+class UnknownStreamError(EmbdriftError, ValueError):
+    """A stream that is not configured, when no default reference creates streams on first
+    ingest."""
+
+
+class UnauthorizedError(EmbdriftError, PermissionError):
+    """A request to the service without the right bearer token (HTTP 401)."""
+
+
+class OverloadedError(EmbdriftError, RuntimeError):
+    """The service cannot take the request now (stream limit reached, stream busy)."""
+
+
+class UnsafeBindError(EmbdriftError, ValueError):
+    """A service asked to listen on a non-loopback address without an access token."""
+
+
+class StateFormatError(EmbdriftError, ValueError):
+    """A service state folder (checkpoint, write-ahead log) that is not readable as embdrift
+    state, or that was written with other settings than the service now runs with."""

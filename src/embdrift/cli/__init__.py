@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import typer
 
-from embdrift.cli import _check, _demo, _embed, _outcomes, _reference, _stream
+from embdrift.cli import (
+    _check,
+    _dashboard,
+    _demo,
+    _embed,
+    _outcomes,
+    _reference,
+    _serve,
+    _stream,
+)
 
 __all__ = ["app", "main"]
 
@@ -26,6 +35,8 @@ app.command("embed")(_embed.embed)
 reference_app.command("build")(_reference.build)
 app.command("stream")(_stream.stream)
 app.add_typer(_outcomes.app, name="outcomes")
+app.command("serve")(_serve.serve)
+app.add_typer(_dashboard.app, name="dashboard")
 
 
 def main() -> None:

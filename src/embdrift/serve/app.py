@@ -1,0 +1,402 @@
+"""The HTTP service: ``create_app(config) -> FastAPI`` (a factory; no module-level state).
+
+Routes (fixed by the metric contract): ``POST /v1/streams/{stream}/embeddings``,
+``POST /v1/streams/{stream}/outcomes``, ``GET /v1/streams``, ``GET
+/v1/streams/{stream}/drift``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics`` and the
+OpenAPI document at ``/openapi.json``. ``GET /`` (the live page) is a router of its own.
+
+``app.state`` holds ``registry`` (:class:`~embdrift.serve.registry.StreamRegistry`; readers use
+``registry.snapshots()``), ``config``, ``auth`` (:class:`~embdrift.serve.auth.Auth`, used by
+the ``require_read`` / ``require_write`` dependencies), ``prometheus`` (the
+``CollectorRegistry``) and ``metrics`` (:class:`~embdrift.serve.metrics.ServeMetrics`).
+
+Every embdrift error becomes a 4xx JSON answer ``{"error": kind, "detail": message}`` where
+``kind`` is one of the ``reason`` values of ``embdrift_rejected_batches_total`` and the message
+names the problem and the fix; a rejected request changes nothing and logs nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from embdrift.errors import (
+    BadStreamNameError,
+    DimensionMismatchError,
+    EmbdriftError,
+    EmbeddingTypeError,
+    InsufficientDataError,
+    InvalidBodyError,
+    InvalidEmbeddingsError,
+    InvalidParameterError,
+    OverloadedError,
+    PayloadTooLargeError,
+    TimestampOrderError,
+    UnauthorizedError,
+    UnknownStreamError,
+)
+from embdrift.serve.auth import Auth, require_read, require_write
+from embdrift.serve.batch import check_name, parse_embeddings_json, parse_npy, parse_outcomes_json
+from embdrift.serve.config import ServeConfig
+from embdrift.serve.metrics import ServeMetrics
+from embdrift.serve.page import router as page_router
+from embdrift.serve.registry import StreamRegistry
+from embdrift.serve.sink import StoreSink
+from embdrift.store import Store
+
+__all__ = ["ERROR_STATUS", "create_app", "error_kind"]
+
+#: (HTTP status, error kind) per embdrift exception type; the first match (in order) wins.
+ERROR_STATUS: tuple[tuple[type[Exception], int, str], ...] = (
+    (UnauthorizedError, 401, "unauthorized"),
+    (PayloadTooLargeError, 413, "too_large"),
+    (BadStreamNameError, 400, "bad_stream_name"),
+    (UnknownStreamError, 404, "unknown_stream"),
+    (OverloadedError, 429, "overloaded"),
+    (DimensionMismatchError, 422, "dimension_mismatch"),
+    (InvalidEmbeddingsError, 422, "invalid_embeddings"),
+    (EmbeddingTypeError, 422, "invalid_embeddings"),
+    (InsufficientDataError, 422, "invalid_embeddings"),
+    (TimestampOrderError, 422, "invalid_body"),
+    (InvalidBodyError, 400, "invalid_body"),
+    (InvalidParameterError, 400, "invalid_body"),
+)
+
+_JSON = "application/json"
+_NPY = "application/x-npy"
+
+_INGEST_BODY = {
+    "required": True,
+    "content": {
+        _JSON: {
+            "schema": {
+                "type": "object",
+                "required": ["embeddings"],
+                "properties": {
+                    "embeddings": {
+                        "type": "array",
+                        "items": {"type": "array", "items": {"type": "number"}},
+                        "description": "Rows of the batch, each of the reference's dimension.",
+                    },
+                    "ids": {"type": "array", "items": {"type": "string"}},
+                    "timestamps": {
+                        "type": "array",
+                        "items": {"oneOf": [{"type": "number"}, {"type": "string"}]},
+                        "description": "Unix seconds or ISO 8601, non-decreasing.",
+                    },
+                    "outcomes": {
+                        "type": "object",
+                        "additionalProperties": {
+                            "type": "array",
+                            "items": {"type": ["number", "null"]},
+                        },
+                        "description": "Per-row outcome values by name (null = none).",
+                    },
+                },
+            }
+        },
+        _NPY: {
+            "schema": {"type": "string", "format": "binary"},
+            "description": "A 2-D float32/float64 array written by numpy.save (no pickle).",
+        },
+    },
+}
+
+_OUTCOMES_BODY = {
+    "required": True,
+    "content": {
+        _JSON: {
+            "schema": {
+                "type": "object",
+                "required": ["outcomes"],
+                "properties": {
+                    "outcomes": {
+                        "type": "object",
+                        "additionalProperties": {"type": "array", "items": {"type": "number"}},
+                    },
+                    "timestamps": {"type": "array", "items": {"type": "number"}},
+                },
+            }
+        }
+    },
+}
+
+_ERRORS = {
+    code: {"description": text, "content": {_JSON: {"example": {"error": kind, "detail": "..."}}}}
+    for code, text, kind in (
+        (400, "Malformed body or stream name", "invalid_body"),
+        (401, "Missing or wrong bearer token", "unauthorized"),
+        (404, "Unknown stream", "unknown_stream"),
+        (413, "Body or batch too large", "too_large"),
+        (415, "Unsupported content type", "invalid_body"),
+        (422, "Invalid embeddings or dimension mismatch", "invalid_embeddings"),
+        (429, "Stream busy or stream limit reached", "overloaded"),
+    )
+}
+
+
+def error_kind(exc: Exception) -> tuple[int, str]:
+    """(HTTP status, kind) of an embdrift exception (see :data:`ERROR_STATUS`)."""
+    for cls, status, kind in ERROR_STATUS:
+        if isinstance(exc, cls):
+            return status, kind
+    return 400, "invalid_body"
+
+
+class _UnsupportedMediaType(InvalidBodyError):
+    """A body with a content type other than JSON or .npy (HTTP 415)."""
+
+
+def _error(status: int, kind: str, detail: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 429:
+        headers = {"Retry-After": "1"}
+    return JSONResponse({"error": kind, "detail": detail}, status_code=status, headers=headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with :class:`PayloadTooLargeError` as soon as it passes ``limit``."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(
+            f"The body is {int(declared)} bytes; this service accepts at most {limit}"
+            " (--max-body-bytes). Send smaller batches."
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(
+                f"The body passed {limit} bytes, the most this service accepts"
+                " (--max-body-bytes). Send smaller batches."
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", _JSON).split(";")[0].strip().lower()
+
+
+def create_app(config: ServeConfig) -> FastAPI:
+    """Build the service for ``config``; streams are recovered when the app starts (lifespan).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastapi.testclient import TestClient
+    >>> from embdrift import Reference
+    >>> from embdrift.serve import MonitorSettings, ServeConfig
+    >>> ref = Reference.fit(np.random.default_rng(0).normal(size=(400, 8)), n_components=3)
+    >>> app = create_app(ServeConfig(default_reference=ref,
+    ...                              monitor=MonitorSettings(window=100, n_calibration=99)))
+    >>> with TestClient(app) as client:
+    ...     r = client.post("/v1/streams/demo/embeddings", json={"embeddings": [[0.0] * 8] * 3})
+    >>> r.status_code, r.json()["accepted"]
+    (200, 3)
+    """
+    sink = StoreSink(Store(config.store)) if config.store is not None else None
+    registry = StreamRegistry(
+        references=config.references,
+        default_reference=config.default_reference,
+        settings=config.monitor,
+        state_dir=config.state_dir,
+        on_window=sink,
+        history=config.history,
+        max_streams=config.max_streams,
+        checkpoint_every=config.checkpoint_every,
+        lock_timeout=config.lock_timeout,
+        fsync=config.fsync,
+    )
+    prometheus = CollectorRegistry()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if sink is not None:
+            sink.open()
+        try:
+            await run_in_threadpool(registry.open)
+            yield
+        finally:
+            await run_in_threadpool(registry.close)
+            if sink is not None:
+                sink.close()
+
+    app = FastAPI(
+        title="embdrift serve",
+        summary="Embedding drift monitoring: ingest, calibrated window tests, Prometheus.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.config = config
+    app.state.registry = registry
+    app.state.auth = Auth(config.token, protect_reads=config.protect_reads)
+    app.state.prometheus = prometheus
+    app.state.metrics = ServeMetrics(registry, prometheus)
+    _install_error_handlers(app)
+    _add_routes(app, config, registry)
+    app.include_router(page_router)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(EmbdriftError)
+    async def embdrift_error(request: Request, exc: EmbdriftError) -> JSONResponse:
+        status, kind = error_kind(exc)
+        if isinstance(exc, _UnsupportedMediaType):
+            status = 415
+        return _error(status, kind, str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, kind, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
+        )
+        return _error(400, "invalid_body", f"The request is not valid: {problems}.")
+
+
+def _add_routes(app: FastAPI, config: ServeConfig, registry: StreamRegistry) -> None:
+    metrics: ServeMetrics = app.state.metrics
+    write = [Depends(require_write)]
+
+    async def guarded(call: Callable[[], Any]) -> Any:
+        """Run a write; count a rejection under its reason and re-raise."""
+        try:
+            return await call()
+        except EmbdriftError as exc:
+            registry.record_rejection(error_kind(exc)[1])
+            raise
+
+    @app.post(
+        "/v1/streams/{stream}/embeddings",
+        summary="Ingest a batch of embeddings (durable before the answer)",
+        openapi_extra={"requestBody": _INGEST_BODY},
+        responses=_ERRORS,  # type: ignore[arg-type]
+        tags=["ingest"],
+        dependencies=write,
+    )
+    async def ingest(stream: str, request: Request) -> dict[str, Any]:
+        """Append a batch to stream ``stream``: JSON (``embeddings``, optional ``ids``,
+        ``timestamps``, per-row ``outcomes``) or an ``application/x-npy`` body. Answers after
+        the batch is fsynced to the stream's write-ahead log, with the rows accepted, the
+        stream's row count and the windows the batch closed."""
+        t0 = time.perf_counter()
+
+        async def run() -> dict[str, Any]:
+            check_name(stream)
+            body = await _read_body(request, config.max_body_bytes)
+            media = _media_type(request)
+            if media == _NPY:
+                batch = await run_in_threadpool(parse_npy, body, max_rows=config.max_rows)
+            elif media == _JSON:
+                batch = await run_in_threadpool(
+                    parse_embeddings_json, body, max_rows=config.max_rows
+                )
+            else:
+                raise _UnsupportedMediaType(
+                    f"Content-Type {media!r} is not accepted; send application/json or"
+                    " application/x-npy (numpy.save)."
+                )
+            receipt = await run_in_threadpool(registry.ingest, stream, batch)
+            return {
+                "stream": receipt.stream,
+                "accepted": receipt.accepted,
+                "count": receipt.count,
+                "windows_closed": receipt.windows_closed,
+            }
+
+        out: dict[str, Any] = await guarded(run)
+        metrics.observe_latency(stream, time.perf_counter() - t0)
+        return out
+
+    @app.post(
+        "/v1/streams/{stream}/outcomes",
+        summary="Post outcome events for a stream",
+        openapi_extra={"requestBody": _OUTCOMES_BODY},
+        responses=_ERRORS,  # type: ignore[arg-type]
+        tags=["ingest"],
+        dependencies=write,
+    )
+    async def outcomes(stream: str, request: Request) -> dict[str, Any]:
+        """Record outcome values (e.g. ``{"outcomes": {"clicked": [1, 0, 1]}}``); they count
+        toward the window open when they arrive and feed ``embdrift_outcome_rate``."""
+
+        async def run() -> dict[str, Any]:
+            check_name(stream)
+            body = await _read_body(request, config.max_body_bytes)
+            if _media_type(request) != _JSON:
+                raise _UnsupportedMediaType("Outcomes are posted as application/json.")
+            events = await run_in_threadpool(parse_outcomes_json, body)
+            n = await run_in_threadpool(registry.post_outcomes, stream, events)
+            return {"stream": stream, "accepted": n}
+
+        result: dict[str, Any] = await guarded(run)
+        return result
+
+    read = [Depends(require_read)]
+
+    @app.get("/v1/streams", dependencies=read, tags=["query"], summary="Streams and verdicts")
+    def list_streams() -> dict[str, Any]:
+        """Every stream with its row count, alert state and latest verdict."""
+        out = []
+        for snap in registry.snapshots():
+            item = snap.to_dict(history=False, points=False)
+            latest = snap.latest
+            item["drifted"] = None if latest is None else latest.window.result.drifted
+            item["p_value"] = None if latest is None else latest.window.result.p_value
+            item["latest"] = None if latest is None else latest.to_dict()
+            out.append(item)
+        return {"streams": out}
+
+    @app.get(
+        "/v1/streams/{stream}/drift",
+        dependencies=read,
+        tags=["query"],
+        summary="Latest window results and explanation",
+        responses=_ERRORS,  # type: ignore[arg-type]
+    )
+    def drift(stream: str, limit: int = 1) -> dict[str, Any]:
+        """The latest ``limit`` closed windows (each with its DriftResult dict, outcome rates
+        and new-cluster share; newest last) and the explanation of the latest window."""
+        if limit < 1 or limit > config.history:
+            raise InvalidParameterError(
+                f"'limit' must be an int in [1, {config.history}]; got {limit}."
+            )
+        snap = registry.snapshot(stream)
+        return {
+            "stream": snap.name,
+            "reference_id": snap.reference_id,
+            "count": snap.count,
+            "alert": snap.alert,
+            "windows": [w.to_dict() for w in snap.history[-limit:]],
+            "explanation": snap.explanation,
+        }
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], summary="Readiness (state recovered)")
+    def readyz() -> JSONResponse:
+        if not registry.ready:
+            return _error(503, "not_ready", "The service is still recovering its streams.")
+        return JSONResponse({"status": "ready", "streams": registry.names()})
+
+    @app.get("/metrics", dependencies=read, tags=["ops"], summary="Prometheus metrics")
+    def prometheus_metrics() -> Response:
+        return Response(generate_latest(app.state.prometheus), media_type=CONTENT_TYPE_LATEST)

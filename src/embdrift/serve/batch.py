@@ -1,0 +1,389 @@
+"""Request bodies -> validated batches, and batches <-> write-ahead-log records.
+
+A :class:`Batch` is what one ``POST /v1/streams/{stream}/embeddings`` carries once it has
+been read and checked: float32 rows, optional ids, timestamps and per-row outcomes. An
+:class:`OutcomeEvents` is one ``POST .../outcomes``. Both serialise to the bytes a log record
+holds (:meth:`Batch.to_record` / :func:`record_from_bytes`), so that a replay feeds the monitor
+exactly the arrays the live request fed it.
+
+``.npy`` bodies are parsed here from their header (``numpy.lib.format``) with
+``allow_pickle=False``: the dtype must be float32 or float64 and the shape 2-D and at most
+the configured number of rows *before* any array is allocated, and the header must agree with
+the body's length.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from embdrift._validation import as_embeddings
+from embdrift.errors import (
+    BadStreamNameError,
+    InvalidBodyError,
+    InvalidEmbeddingsError,
+    PayloadTooLargeError,
+)
+
+__all__ = [
+    "MAX_ID_LENGTH",
+    "MAX_OUTCOMES",
+    "NAME_PATTERN",
+    "Batch",
+    "OutcomeEvents",
+    "check_name",
+    "parse_embeddings_json",
+    "parse_npy",
+    "parse_outcomes_json",
+    "record_from_bytes",
+]
+
+#: Stream and outcome names: Prometheus label values and folder names, so no path tricks.
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+#: Outcome names one batch (and one stream) may carry.
+MAX_OUTCOMES = 16
+MAX_ID_LENGTH = 256
+
+_KIND_EMBEDDINGS = 1
+_KIND_OUTCOMES = 2
+_RECORD_HEAD = struct.Struct("<BI")  # kind, length of the JSON header
+
+
+def check_name(value: Any, *, what: str = "stream") -> str:
+    """Return ``value`` if it is a valid stream / outcome name, else raise
+    :class:`BadStreamNameError` saying what a valid name looks like."""
+    if not isinstance(value, str) or NAME_PATTERN.match(value) is None:
+        raise BadStreamNameError(
+            f"The {what} name must match ^[a-z0-9][a-z0-9_-]{{0,63}}$ (lower-case letters,"
+            f" digits, '_' and '-', at most 64 characters, starting with a letter or digit);"
+            f" got {value!r}. Rename it, e.g. {_suggest(value)!r}."
+        )
+    return value
+
+
+def _suggest(value: Any) -> str:
+    text = re.sub(r"[^a-z0-9_-]+", "-", str(value).lower()).strip("-_")[:64]
+    return text or "main"
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeEvents:
+    """Outcome values (one array per outcome name) posted on their own.
+
+    Attributes
+    ----------
+    outcomes : Mapping[str, numpy.ndarray]
+        Float64 values per outcome name (NaN = missing, ignored by the rates).
+    timestamps : numpy.ndarray or None
+        Event times (int64 ns), one per value, validated and kept in the log; the service
+        attributes events to the window open when they arrive.
+    """
+
+    outcomes: Mapping[str, np.ndarray]
+    timestamps: np.ndarray | None = None
+
+    @property
+    def n_events(self) -> int:
+        return int(sum(np.isfinite(v).sum() for v in self.outcomes.values()))
+
+    def to_record(self) -> bytes:
+        head = {
+            "outcomes": {k: _floats_to_json(v) for k, v in self.outcomes.items()},
+            "timestamps": None if self.timestamps is None else self.timestamps.tolist(),
+        }
+        text = json.dumps(head, separators=(",", ":")).encode()
+        return _RECORD_HEAD.pack(_KIND_OUTCOMES, len(text)) + text
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One validated ingest batch.
+
+    Attributes
+    ----------
+    embeddings : numpy.ndarray
+        Finite float32 rows (m, d).
+    ids : numpy.ndarray or None
+        One str id per row.
+    timestamps : numpy.ndarray or None
+        One int64 nanosecond timestamp per row (non-decreasing within the batch).
+    outcomes : Mapping[str, numpy.ndarray]
+        Per-row float64 outcome values (NaN = no outcome for that row).
+    """
+
+    embeddings: np.ndarray
+    ids: np.ndarray | None = None
+    timestamps: np.ndarray | None = None
+    outcomes: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.embeddings.shape[0])
+
+    def with_timestamps(self, timestamps: np.ndarray) -> Batch:
+        return Batch(self.embeddings, self.ids, timestamps, self.outcomes)
+
+    def rows(self, lo: int, hi: int) -> Batch:
+        """The rows [lo, hi) as a batch of their own (views, no copies)."""
+        return Batch(
+            self.embeddings[lo:hi],
+            None if self.ids is None else self.ids[lo:hi],
+            None if self.timestamps is None else self.timestamps[lo:hi],
+            {k: v[lo:hi] for k, v in self.outcomes.items()},
+        )
+
+    def to_record(self) -> bytes:
+        """Bytes of a log record: kind, JSON header (shape, ids, timestamps, outcomes), then
+        the raw little-endian float32 rows."""
+        head = {
+            "shape": list(self.embeddings.shape),
+            "ids": None if self.ids is None else self.ids.tolist(),
+            "timestamps": None if self.timestamps is None else self.timestamps.tolist(),
+            "outcomes": {k: _floats_to_json(v) for k, v in self.outcomes.items()},
+        }
+        text = json.dumps(head, separators=(",", ":")).encode()
+        rows = np.ascontiguousarray(self.embeddings, dtype="<f4").tobytes()
+        return _RECORD_HEAD.pack(_KIND_EMBEDDINGS, len(text)) + text + rows
+
+
+def record_from_bytes(data: bytes) -> Batch | OutcomeEvents:
+    """Inverse of ``to_record`` (log replay). The log's CRC has already vouched for the bytes;
+    a record that still does not decode raises :class:`InvalidBodyError`."""
+    try:
+        kind, size = _RECORD_HEAD.unpack_from(data)
+        start = _RECORD_HEAD.size
+        head = json.loads(data[start : start + size].decode())
+        outcomes = {k: _floats_from_json(v) for k, v in head["outcomes"].items()}
+        ts = None if head["timestamps"] is None else np.asarray(head["timestamps"], np.int64)
+        if kind == _KIND_OUTCOMES:
+            return OutcomeEvents(outcomes, ts)
+        if kind != _KIND_EMBEDDINGS:
+            raise ValueError(f"unknown record kind {kind}")
+        m, d = (int(v) for v in head["shape"])
+        rows = np.frombuffer(data, dtype="<f4", count=m * d, offset=start + size)
+        ids = None if head["ids"] is None else np.asarray(head["ids"], dtype=str)
+        return Batch(rows.reshape(m, d).astype(np.float32), ids, ts, outcomes)
+    except (ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError) as exc:
+        raise InvalidBodyError(f"A write-ahead-log record does not decode: {exc}.") from None
+
+
+def _floats_to_json(values: np.ndarray) -> list[float | None]:
+    return [None if math.isnan(v) else float(v) for v in values.tolist()]
+
+
+def _floats_from_json(values: list[float | None]) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+# ---------------------------------------------------------------------- request bodies
+def parse_embeddings_json(body: bytes, *, max_rows: int) -> Batch:
+    """A JSON ingest body -> :class:`Batch` (dimension checks are the stream's job).
+
+    Body: ``{"embeddings": [[...], ...], "ids": [...]?, "timestamps": [...]?,
+    "outcomes": {"name": [...]}?}``; timestamps are unix seconds (numbers) or ISO 8601
+    strings; outcome values are numbers or null (no outcome for that row).
+    """
+    data = _json_object(body)
+    unknown = set(data) - {"embeddings", "ids", "timestamps", "outcomes"}
+    if unknown:
+        raise InvalidBodyError(
+            f"Unknown field(s) {sorted(unknown)} in the ingest body; the fields are"
+            " 'embeddings' (required), 'ids', 'timestamps' and 'outcomes'."
+        )
+    if "embeddings" not in data:
+        raise InvalidBodyError(
+            "The ingest body has no 'embeddings' field; send"
+            ' {"embeddings": [[0.1, 0.2, ...], ...]} (one list of floats per row).'
+        )
+    raw = data["embeddings"]
+    if not isinstance(raw, list) or not raw:
+        raise InvalidEmbeddingsError(
+            "'embeddings' must be a non-empty list of rows (lists of numbers);"
+            f" got {type(raw).__name__}{'' if raw else ' (empty)'}."
+        )
+    if len(raw) > max_rows:
+        raise PayloadTooLargeError(
+            f"The batch has {len(raw)} rows; this service accepts at most {max_rows} per"
+            " request (--max-rows). Split it into smaller batches."
+        )
+    if not all(isinstance(r, list) for r in raw) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for r in raw for v in r
+    ):
+        raise InvalidEmbeddingsError(
+            "'embeddings' must be a list of rows, each a list of numbers (no strings, null or"
+            " booleans); fix the rows that are not."
+        )
+    x = as_embeddings(raw, name="embeddings")
+    m = x.shape[0]
+    return Batch(
+        x,
+        _ids(data.get("ids"), m),
+        _timestamps(data.get("timestamps"), m),
+        _outcomes(data.get("outcomes"), m, per_row=True),
+    )
+
+
+def parse_outcomes_json(body: bytes) -> OutcomeEvents:
+    """A JSON outcomes body ``{"outcomes": {"name": [values]}, "timestamps": [...]?}``."""
+    data = _json_object(body)
+    unknown = set(data) - {"outcomes", "timestamps"}
+    if unknown:
+        raise InvalidBodyError(
+            f"Unknown field(s) {sorted(unknown)} in the outcomes body; the fields are"
+            " 'outcomes' (required) and 'timestamps'."
+        )
+    if not isinstance(data.get("outcomes"), dict) or not data["outcomes"]:
+        raise InvalidBodyError(
+            "The outcomes body needs a non-empty 'outcomes' object, e.g. {\"outcomes\":"
+            ' {"clicked": [1, 0, 1]}}.'
+        )
+    lengths = {len(v) for v in data["outcomes"].values() if isinstance(v, list)}
+    n = lengths.pop() if len(lengths) == 1 else -1
+    if n <= 0:
+        raise InvalidBodyError(
+            "Every outcome in 'outcomes' must be a non-empty list of numbers, all of the same"
+            f" length; got lengths {sorted(lengths) or 'none'}."
+        )
+    return OutcomeEvents(
+        _outcomes(data["outcomes"], n, per_row=False), _timestamps(data.get("timestamps"), n)
+    )
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidBodyError(
+            f"The body is not valid JSON ({exc}). Send a JSON object with"
+            " Content-Type: application/json, or an .npy array as application/x-npy."
+        ) from None
+    if not isinstance(data, dict):
+        raise InvalidBodyError(f"The body must be a JSON object; got {type(data).__name__}.")
+    return data
+
+
+def _ids(raw: Any, m: int) -> np.ndarray | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) != m:
+        got = f"{len(raw)} values" if isinstance(raw, list) else type(raw).__name__
+        raise InvalidBodyError(f"'ids' must be a list of one id per row ({m}); got {got}.")
+    if not all(isinstance(v, str | int) and not isinstance(v, bool) for v in raw):
+        raise InvalidBodyError("'ids' must hold strings or integers.")
+    ids = [str(v) for v in raw]
+    if any(len(v) > MAX_ID_LENGTH for v in ids):
+        raise InvalidBodyError(f"Each id must be at most {MAX_ID_LENGTH} characters long.")
+    return np.asarray(ids, dtype=str)
+
+
+def _timestamps(raw: Any, m: int) -> np.ndarray | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) != m:
+        got = f"{len(raw)} values" if isinstance(raw, list) else type(raw).__name__
+        raise InvalidBodyError(
+            f"'timestamps' must be a list of one timestamp per row ({m}); got {got}."
+        )
+    try:
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw):
+            secs = np.asarray(raw, dtype=np.float64)
+            if not np.isfinite(secs).all():
+                raise ValueError("NaN or inf")
+            return np.round(secs * 1e9).astype(np.int64)
+        if all(isinstance(v, str) for v in raw):
+            stamps = np.asarray([v.rstrip("Z") for v in raw], dtype="datetime64[ns]")
+            if np.isnat(stamps).any():
+                raise ValueError("NaT")
+            return stamps.astype(np.int64)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidBodyError(
+            f"'timestamps' could not be read ({exc}); use unix seconds (numbers) or ISO 8601"
+            " strings such as 2026-01-31T12:00:00Z."
+        ) from None
+    raise InvalidBodyError(
+        "'timestamps' must be all numbers (unix seconds) or all ISO 8601 strings."
+    )
+
+
+def _outcomes(raw: Any, m: int, *, per_row: bool) -> dict[str, np.ndarray]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise InvalidBodyError(f"'outcomes' must be an object name -> list; got {raw!r:.60}.")
+    if len(raw) > MAX_OUTCOMES:
+        raise InvalidBodyError(
+            f"'outcomes' has {len(raw)} names; at most {MAX_OUTCOMES} are accepted."
+        )
+    out: dict[str, np.ndarray] = {}
+    for name, values in raw.items():
+        check_name(name, what="outcome")
+        if not isinstance(values, list) or len(values) != m:
+            got = f"{len(values)} values" if isinstance(values, list) else type(values).__name__
+            what = f"one value per row ({m})" if per_row else f"{m} values"
+            raise InvalidBodyError(f"outcome {name!r} must be a list of {what}; got {got}.")
+        ok = all(
+            v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in values
+        )
+        arr = _floats_from_json(values) if ok else None
+        if arr is None or np.isinf(arr).any():
+            raise InvalidBodyError(
+                f"outcome {name!r} must hold finite numbers or null (no outcome for that row)."
+            )
+        out[name] = arr
+    return out
+
+
+def parse_npy(body: bytes, *, max_rows: int) -> Batch:
+    """An ``.npy`` body (float32/float64, 2-D, C or Fortran order) -> :class:`Batch`.
+
+    The header is read with ``numpy.lib.format`` and checked (dtype, rank, rows, byte count)
+    before the array is built from the body; pickled object arrays are refused, never loaded.
+    """
+    stream = io.BytesIO(body)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+    except (ValueError, EOFError) as exc:
+        raise InvalidBodyError(
+            f"The body is not a readable .npy array ({exc}). Write it with"
+            " numpy.save(buffer, x.astype(np.float32)) and send it as application/x-npy."
+        ) from None
+    if dtype.hasobject or dtype.kind != "f" or dtype.itemsize not in (4, 8):
+        raise InvalidEmbeddingsError(
+            f"The .npy array must have dtype float32 or float64; got {dtype}. Convert it with"
+            " x.astype(np.float32) (object and pickled arrays are never loaded)."
+        )
+    if len(shape) != 2:
+        raise InvalidEmbeddingsError(
+            f"The .npy array must be 2-D (rows, dimensions); got shape {shape}."
+        )
+    m, d = shape
+    if m > max_rows:
+        raise PayloadTooLargeError(
+            f"The .npy array has {m} rows; this service accepts at most {max_rows} per request"
+            " (--max-rows). Split it into smaller batches."
+        )
+    offset = stream.tell()
+    expected = m * d * dtype.itemsize
+    if len(body) - offset != expected:
+        raise InvalidBodyError(
+            f"The .npy header announces shape {shape} of {dtype} ({expected} bytes) but the"
+            f" body holds {len(body) - offset} bytes after the header; the upload is truncated"
+            " or padded."
+        )
+    flat = np.frombuffer(body, dtype=dtype, count=m * d, offset=offset)
+    x = flat.reshape((m, d), order="F" if fortran else "C")
+    return Batch(as_embeddings(x, name="embeddings"))
