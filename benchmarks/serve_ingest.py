@@ -69,7 +69,7 @@ def run(quick: bool = False) -> dict[str, object]:
     n_batches = 20 if quick else 100
     batch = 500
     world = World.make(dim=DIM, n_clusters=8, rank=16, seed=0)
-    ref_rows, _ = world.sample(4000, seed=1)
+    ref_rows, _ = world.sample(4000, weights=np.ones(8), seed=1)
     out: dict[str, object] = {"load": f"{os.getloadavg()[0]:.1f}", "dim": DIM, "batch": batch}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -79,7 +79,7 @@ def run(quick: bool = False) -> dict[str, object]:
         port = _free_port()
         proc, cold = _start(args, port, folder / "log")
         url = f"http://127.0.0.1:{port}/v1/streams/s/embeddings"
-        xs, _ = world.sample(n_batches * batch, seed=2)
+        xs, _ = world.sample(n_batches * batch, weights=np.ones(8), seed=2)
         xs = xs.astype(np.float32)
         with httpx.Client(timeout=120) as client:
             for kind in ("npy", "json"):
