@@ -3,7 +3,8 @@ clean restarts, ``kill -9`` after acknowledged batches, and torn log tails.
 
 The uninterrupted twin of each run is a :class:`StreamRegistry` fed the same batches in this
 process. Counts, random-feature sums, moments and the reservoirs (A-Res keys from a seeded
-PCG64 whose state is checkpointed) must be *identical*. The KLL quantile sketches
+PCG64 whose state is checkpointed) must be *identical*, byte for byte in their serialised
+form. The KLL quantile sketches
 (datasketches) draw their compaction coin flips from an unseeded generator, so two runs over
 the same rows differ within the sketch's rank error: they are compared on ranks, within twice
 the stated rank error ``rank_error(k)``.
@@ -104,6 +105,10 @@ def assert_same_state(a: StreamMonitor, b: StreamMonitor) -> None:
             continue
         x, y = pa[key], pb[key]
         assert x.count == y.count
+        # byte for byte, except the KLL sketches (reservoir bytes include the PCG64 state)
+        assert x.rff.to_bytes() == y.rff.to_bytes()
+        assert x.moments.to_bytes() == y.moments.to_bytes()
+        assert x.reservoir.to_bytes() == y.reservoir.to_bytes()
         np.testing.assert_array_equal(x.rff.feature_sum, y.rff.feature_sum)
         np.testing.assert_array_equal(x.moments.mean, y.moments.mean)
         np.testing.assert_array_equal(x.moments.covariance, y.moments.covariance)

@@ -152,3 +152,16 @@ def test_cli_refuses_public_bind_without_token_and_bad_references(serve_ref_path
         "--token",
     ):
         assert flag in help_text
+
+
+def test_cli_unusable_state_folder_exits_2_before_serving(
+    serve_ref, serve_ref_path, settings, tmp_path
+) -> None:
+    state = tmp_path / "state"
+    reg = StreamRegistry(references={"old": serve_ref}, settings=settings, state_dir=state)
+    reg.open().close()
+    r = CliRunner().invoke(
+        cli_app, ["serve", "-r", f"new={serve_ref_path}", "--state-dir", str(state)]
+    )
+    assert r.exit_code == 2
+    assert "Unknown stream 'old'" in r.output and "--reference" in r.output

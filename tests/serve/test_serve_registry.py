@@ -159,3 +159,34 @@ def test_restart_with_other_settings_or_reference_is_refused(
         StreamRegistry(references={"s": other_ref}, settings=settings, state_dir=tmp_path).open()
     with pytest.raises(Exception, match="no default reference"):  # state without a reference
         StreamRegistry(references={"t": serve_ref}, settings=settings, state_dir=tmp_path).open()
+
+
+def test_in_process_batches_are_checked_before_logging(serve_ref, settings, tmp_path) -> None:
+    from embdrift.errors import (
+        BadStreamNameError,
+        DimensionMismatchError,
+        InvalidBodyError,
+        InvalidEmbeddingsError,
+    )
+
+    reg = StreamRegistry(references={"s": serve_ref}, settings=settings, state_dir=tmp_path)
+    reg.open()
+    wal = reg._streams["s"].wal
+    good = np.zeros((4, DIM), np.float32)
+    bad_rows = good.copy()
+    bad_rows[2, 5] = np.nan
+    cases = [
+        (InvalidEmbeddingsError, Batch(bad_rows)),
+        (DimensionMismatchError, Batch(np.zeros((4, DIM + 1), np.float32))),
+        (InvalidEmbeddingsError, Batch(np.zeros((2, 2, DIM), np.float32))),
+        (InvalidBodyError, Batch(good, ids=np.array(["a", "b"]))),
+        (InvalidBodyError, Batch(good, timestamps=np.zeros(3, np.int64))),
+        (InvalidBodyError, Batch(good, outcomes={"ok": np.ones(3)})),
+        (BadStreamNameError, Batch(good, outcomes={"Not OK": np.ones(4)})),
+    ]
+    for error, batch in cases:
+        with pytest.raises(error):
+            reg.ingest("s", batch)
+    assert wal.size_bytes() == 0 and reg.snapshot("s").count == 0
+    assert reg.ingest("s", Batch(good.astype(np.float64), ids=np.arange(4))).accepted == 4
+    reg.close()

@@ -113,6 +113,7 @@ def serve(
         import uvicorn
 
         from embdrift.serve import MonitorSettings, ServeConfig, check_bind, create_app
+        from embdrift.serve.app import prepare
     except ImportError as exc:
         raise MissingExtraError(
             f"embdrift serve needs the 'serve' extra ({exc.name} is missing):"
@@ -144,6 +145,7 @@ def serve(
     )
     app = create_app(config)
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
+    prepare(app)  # store lock and state recovery fail here with their message, exit 2
     err_console.print(
         f"embdrift serve on http://{host}:{port} (streams: {sorted(named) or '-'};"
         f" default reference: {'yes' if default else 'no'}; state: {state_dir})",

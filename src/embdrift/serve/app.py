@@ -53,7 +53,7 @@ from embdrift.serve.registry import StreamRegistry
 from embdrift.serve.sink import StoreSink
 from embdrift.store import Store
 
-__all__ = ["ERROR_STATUS", "create_app", "error_kind"]
+__all__ = ["ERROR_STATUS", "create_app", "error_kind", "prepare"]
 
 #: (HTTP status, error kind) per embdrift exception type; the first match (in order) wins.
 ERROR_STATUS: tuple[tuple[type[Exception], int, str], ...] = (
@@ -222,10 +222,8 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if sink is not None:
-            sink.open()
         try:
-            await run_in_threadpool(registry.open)
+            await run_in_threadpool(prepare, app)
             yield
         finally:
             await run_in_threadpool(registry.close)
@@ -239,6 +237,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.config = config
+    app.state.sink = sink
     app.state.registry = registry
     app.state.auth = Auth(config.token, protect_reads=config.protect_reads)
     app.state.prometheus = prometheus
@@ -247,6 +246,27 @@ def create_app(config: ServeConfig) -> FastAPI:
     _add_routes(app, config, registry)
     app.include_router(page_router)
     return app
+
+
+def prepare(app: FastAPI) -> None:
+    """Take the store and recover every stream (checkpoint + log replay) now; idempotent.
+
+    The app's startup does it anyway; ``embdrift serve`` calls it before starting uvicorn so
+    that a locked store or unusable state folder ends the command with its message (exit
+    status 2) instead of a server traceback.
+    """
+    registry: StreamRegistry = app.state.registry
+    if registry.ready:
+        return
+    sink: StoreSink | None = app.state.sink
+    if sink is not None:
+        sink.open()
+    try:
+        registry.open()
+    except BaseException:
+        if sink is not None:
+            sink.close()
+        raise
 
 
 def _install_error_handlers(app: FastAPI) -> None:

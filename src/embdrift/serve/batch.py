@@ -40,6 +40,7 @@ __all__ = [
     "Batch",
     "OutcomeEvents",
     "check_name",
+    "check_outcomes",
     "parse_embeddings_json",
     "parse_npy",
     "parse_outcomes_json",
@@ -140,6 +141,35 @@ class Batch:
             {k: v[lo:hi] for k, v in self.outcomes.items()},
         )
 
+    def checked(self, *, dim: int) -> Batch:
+        """This batch validated for a stream of dimension ``dim``: float32 finite rows, one
+        str id / int64 timestamp / float outcome per row, valid outcome names. The service
+        checks every batch before logging it, so a log never holds a batch the monitor
+        would refuse on replay."""
+        x = as_embeddings(self.embeddings, name="embeddings", dim=dim)
+        m = x.shape[0]
+        ids = None
+        if self.ids is not None:
+            ids = np.asarray(self.ids)
+            if ids.shape != (m,) or ids.dtype.kind not in "iuUS":
+                raise InvalidBodyError(
+                    f"'ids' must hold one string or integer id per row ({m}); got shape"
+                    f" {ids.shape} of dtype {ids.dtype}."
+                )
+            ids = ids.astype(str)
+        ts = None
+        if self.timestamps is not None:
+            ts = np.asarray(self.timestamps)
+            if ts.dtype.kind == "M":
+                ts = ts.astype("datetime64[ns]").astype(np.int64)
+            if ts.shape != (m,) or ts.dtype.kind not in "iu":
+                raise InvalidBodyError(
+                    f"'timestamps' must hold one int64 nanosecond timestamp per row ({m});"
+                    f" got shape {ts.shape} of dtype {ts.dtype}."
+                )
+            ts = ts.astype(np.int64)
+        return Batch(x, ids, ts, check_outcomes(self.outcomes, m))
+
     def to_record(self) -> bytes:
         """Bytes of a log record: kind, JSON header (shape, ids, timestamps, outcomes), then
         the raw little-endian float32 rows."""
@@ -152,6 +182,22 @@ class Batch:
         text = json.dumps(head, separators=(",", ":")).encode()
         rows = np.ascontiguousarray(self.embeddings, dtype="<f4").tobytes()
         return _RECORD_HEAD.pack(_KIND_EMBEDDINGS, len(text)) + text + rows
+
+
+def check_outcomes(outcomes: Mapping[str, Any], m: int) -> dict[str, np.ndarray]:
+    """Outcome arrays as float64 (m,) each, names valid, at most ``MAX_OUTCOMES``."""
+    if len(outcomes) > MAX_OUTCOMES:
+        raise InvalidBodyError(f"At most {MAX_OUTCOMES} outcomes per batch; got {len(outcomes)}.")
+    out = {}
+    for name, values in outcomes.items():
+        check_name(name, what="outcome")
+        arr = np.asarray(values, dtype=np.float64) if np.ndim(values) == 1 else None
+        if arr is None or arr.shape != (m,) or np.isinf(arr).any():
+            raise InvalidBodyError(
+                f"outcome {name!r} must hold {m} finite numbers (NaN = no outcome)."
+            )
+        out[name] = arr
+    return out
 
 
 def record_from_bytes(data: bytes) -> Batch | OutcomeEvents:

@@ -44,7 +44,14 @@ from embdrift.errors import (
 from embdrift.explain import Explanation, explain
 from embdrift.reference import Reference
 from embdrift.results import DriftResult
-from embdrift.serve.batch import MAX_OUTCOMES, Batch, OutcomeEvents, check_name, record_from_bytes
+from embdrift.serve.batch import (
+    MAX_OUTCOMES,
+    Batch,
+    OutcomeEvents,
+    check_name,
+    check_outcomes,
+    record_from_bytes,
+)
 from embdrift.serve.wal import WriteAheadLog, read_checkpoint
 from embdrift.stream.monitor import StreamMonitor, WindowResult
 from embdrift.stream.sketchset import SketchSet
@@ -439,6 +446,7 @@ class StreamRegistry:
         self._streams: dict[str, _Stream] = {}
         self._lock = threading.Lock()
         self._rejected: dict[str, int] = {}
+        self._rejected_lock = threading.Lock()
         self._opened = False
         self.background = background
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -586,13 +594,16 @@ class StreamRegistry:
         Nothing is logged or changed when the batch is rejected.
         """
         received = self.clock()
+        check_name(name)
         dim = self._reference_for(name).dim
-        if batch.embeddings.shape[1] != dim:
+        shape = np.shape(batch.embeddings)
+        if len(shape) == 2 and shape[1] != dim:
             raise DimensionMismatchError(
                 f"Stream {name!r} expects embeddings of dimension {dim} (its reference); got"
-                f" {batch.embeddings.shape[1]}. Embed with the reference's model, or post to"
-                " a stream whose reference matches."
+                f" {shape[1]}. Embed with the reference's model, or post to a stream whose"
+                " reference matches."
             )
+        batch = batch.checked(dim=dim)
         stream = self._get(name, create=True)
         with self._locked(stream):
             self._check_outcome_names(stream, batch.outcomes)
@@ -614,6 +625,11 @@ class StreamRegistry:
         (non-null values). They count toward the window open when they arrive."""
         received = self.clock()
         stream = self._get(name, create=False)
+        n = len(next(iter(events.outcomes.values()), []))
+        events = OutcomeEvents(
+            check_outcomes(events.outcomes, n),
+            None if events.timestamps is None else np.asarray(events.timestamps, np.int64),
+        )
         with self._locked(stream):
             self._check_outcome_names(stream, events.outcomes)
             if stream.wal is not None:
@@ -632,12 +648,12 @@ class StreamRegistry:
 
     def record_rejection(self, reason: str) -> None:
         """Count a rejected request under ``reason`` (exposed as a Prometheus counter)."""
-        with self._lock:
+        with self._rejected_lock:
             self._rejected[reason] = self._rejected.get(reason, 0) + 1
 
     @property
     def rejections(self) -> dict[str, int]:
-        with self._lock:
+        with self._rejected_lock:
             return dict(self._rejected)
 
     def _maybe_checkpoint(self, stream: _Stream) -> None:
@@ -748,7 +764,12 @@ class StreamRegistry:
         stream.windows += 1
         stream.drift_windows += int(window.result.drifted)
         if self.on_window is not None:
-            self.on_window(stream.name, summary)
+            try:
+                self.on_window(stream.name, summary)
+            except Exception:
+                # The log, not the store, is the durable record: a failing store must not
+                # leave the stream half-updated or refuse the batch that closed the window.
+                log.exception("stream %s: storing window %d failed", stream.name, window.index)
         if stream.pending is not None:
             if self._worker is not None:
                 self._queue.put(stream.name)
@@ -811,7 +832,7 @@ class StreamRegistry:
 
     # ------------------------------------------------------------------ reads
     def names(self) -> list[str]:
-        return sorted(self._streams)
+        return sorted(tuple(self._streams))  # a copy first: streams may be added meanwhile
 
     def snapshot(self, name: str) -> StreamSnapshot:
         """A consistent copy of stream ``name`` (see the module docstring)."""

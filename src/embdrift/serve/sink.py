@@ -51,8 +51,10 @@ class StoreSink:
     def open(self) -> StoreSink:
         """Take the store's write lock for the life of the service (raises
         :class:`~embdrift.errors.StoreLockedError` if another process holds it)."""
-        self._hold = self.store.connect()
-        self._con = self._hold.__enter__()
+        if self._hold is None:
+            hold = self.store.connect()
+            self._con = hold.__enter__()
+            self._hold = hold
         return self
 
     def close(self) -> None:
