@@ -96,7 +96,7 @@ class DriftCollector(Collector):
         alert = gauge("drift_alert", "Alert state of the stream's monitor (1/0).", ["stream"])
         share = gauge(
             "new_cluster_share",
-            "Share of the latest window's reservoir rows in new regions.",
+            "Share of the reservoir rows in new regions, in the latest explained window.",
             ["stream"],
         )
         rows = gauge("window_rows", "Rows in the latest closed window.", ["stream"])
@@ -146,8 +146,12 @@ class DriftCollector(Collector):
             drifted.add_metric([s], float(result.drifted))
             rows.add_metric([s], float(result.n_current))
             window_end.add_metric([s], latest.closed_at)
-            if latest.new_cluster_share is not None:
-                share.add_metric([s], latest.new_cluster_share)
+            # The share of the newest window whose explanation has finished (history ends
+            # with the latest window): explanations run in the background, so the latest
+            # window may not have one yet.
+            shares = [w.new_cluster_share for w in snap.history if w.new_cluster_share is not None]
+            if shares:
+                share.add_metric([s], shares[-1])
             for name, value in sorted(latest.outcome_rates.items()):
                 rate.add_metric([s, name], value)
         counts = self.streams.rejections
