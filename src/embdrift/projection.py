@@ -57,9 +57,12 @@ class FrozenPCA:
         n, d = arr.shape
         k = min(self.n_components, d, n - 1)
         mean = arr.mean(axis=0, dtype=np.float64)
-        centered = arr.astype(np.float64) - mean
-        cov = centered.T @ centered / (n - 1)
-        eigval, eigvec = np.linalg.eigh(cov)
+        # Σ (x - mean)(x - mean)^T in float64, over chunks of rows (no (n, d) float64 copy).
+        scatter = np.zeros((d, d))
+        for start in range(0, n, _CHUNK_ROWS):
+            centered = arr[start : start + _CHUNK_ROWS] - mean  # float64
+            scatter += centered.T @ centered
+        eigval, eigvec = np.linalg.eigh(scatter / (n - 1))
         order = np.argsort(eigval)[::-1][:k]
         components = eigvec[:, order].T
         components *= _orientation(components, mean, align_to)[:, None]
@@ -67,9 +70,9 @@ class FrozenPCA:
         self.components_ = components
         self.explained_variance_ = np.maximum(eigval[order], 0.0)
         self.total_variance_ = float(np.maximum(eigval, 0.0).sum())
-        scores = centered @ components.T
-        self.scale_ = np.maximum(scores.std(axis=0, ddof=1), np.finfo(np.float64).tiny)
         self.n_components_ = k
+        scores = self.transform(arr)
+        self.scale_ = np.maximum(scores.std(axis=0, ddof=1), np.finfo(np.float64).tiny)
         return self
 
     @property
@@ -109,7 +112,7 @@ class FrozenPCA:
         scores = np.empty((n, self.components_.shape[0]))
         residuals = np.empty(n)
         for start in range(0, n, _CHUNK_ROWS):
-            centered = arr[start : start + _CHUNK_ROWS].astype(np.float64) - self.mean_
+            centered = arr[start : start + _CHUNK_ROWS] - self.mean_  # float64
             part = centered @ self.components_.T
             sq = np.einsum("ij,ij->i", centered, centered) - np.einsum("ij,ij->i", part, part)
             scores[start : start + part.shape[0]] = part

@@ -645,7 +645,7 @@ class Reference:
         n_ref = self._sample.shape[0]
         for offset, block in ((0, self._sample), (n_ref, current)):
             for i in range(0, block.shape[0], _CHUNK_ROWS):
-                yield offset + i, block[i : i + _CHUNK_ROWS].astype(dtype) - mean
+                yield offset + i, np.subtract(block[i : i + _CHUNK_ROWS], mean, dtype=dtype)
 
     # ------------------------------------------------------------------ persistence
     def _arrays(self) -> dict[str, np.ndarray]:
