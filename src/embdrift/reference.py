@@ -387,12 +387,21 @@ class Reference:
         Notes
         -----
         Exact path (both sides at most ``exact_rows``): kernel and distance matrices on all
-        rows, O(N²) memory. Large-n path: ``mmd`` from random Fourier features (one
-        (B, N) x (N, D) product for all permutations), ``energy`` on a label-independent
-        subsample of ``energy_rows`` pooled rows, and the sort-based 1-D, histogram, moment and
-        novelty statistics on all rows; memory O(B N + N D). Both paths share one set of
-        permutations, so the min-p combination is exact on either. ``DriftResult.path``
-        says which ran.
+        rows, O(N²) memory, float64. Large-n path: ``mmd`` from random Fourier features (the
+        (B, N) x (N, D) product of all permutations, in float32 and in chunks of rows),
+        ``energy`` on a label-independent subsample of ``energy_rows`` pooled rows, and the
+        sort-based 1-D, histogram, moment and novelty statistics on all rows; memory
+        O(B N + n_ref D): the reference side's features and per-row quantities are computed
+        once at fit (and at load), the current window's are computed chunk by chunk and summed
+        into the permutation sums, never held whole. Float32 sums and the float32 1-D
+        Wasserstein kernel keep every statistic within ~1e-6 relative of its float64 value
+        (tested against the exact path). Both paths share one set of permutations, so the
+        min-p combination is exact on either. ``DriftResult.path`` says which ran.
+
+        Cost: at 20,000 rows per side (d = 384, B = 200) a comparison is ~36 GFLOP of float32
+        products: the current window's random-feature angles (m x d x J) and anchor distances
+        (m x d x ``max_anchors``), and the permutation sums of the random features and the
+        centred rows (B x N x (2J + d)); plus O(B N) per 1-D column.
         """
         t0 = time.perf_counter()
         alpha = check_probability(alpha, name="alpha")
