@@ -380,7 +380,7 @@ def _part_meta(args: argparse.Namespace, started: float, notes: list[str]) -> di
         "n": args.n,
         "permutations": args.permutations,
         "quick": bool(args.quick),
-        "commit": _commit(),
+        "commit": args.commit,
         "threads": {
             k: os.environ[k]
             for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -577,6 +577,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.cost_timeout = min(args.cost_timeout, 120.0)
     started = time.perf_counter()
     args.load_start = os.getloadavg()[0]
+    # Once, before this run writes RESULTS.md (which would mark the tree dirty).
+    args.commit = _commit()
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
