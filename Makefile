@@ -37,6 +37,7 @@ lint: $(VENV)/.test
 bench: $(VENV)/.test
 	bash benchmarks/setup_peers.sh
 	DO_NOT_TRACK=1 .venv-peers/bin/python benchmarks/run.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/calibration.py
 
 clean:
 	rm -rf $(VENV) demo-output .embdrift .pytest_cache

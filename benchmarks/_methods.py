@@ -42,6 +42,8 @@ EMBDRIFT_METRICS = (
     "mean_shift",
     "spread_ratio",
     "reconstruction_error",
+    "novelty",
+    "residual_mean_shift",
 )
 
 

@@ -32,6 +32,8 @@ EMBDRIFT_ROWS = [
     "embdrift · mean_shift",
     "embdrift · spread_ratio",
     "embdrift · reconstruction_error",
+    "embdrift · novelty",
+    "embdrift · residual_mean_shift",
 ]
 
 
@@ -119,3 +121,31 @@ def test_quick_benchmark_rejects_unknown_method(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "unknown method" in proc.stderr
     assert not (tmp_path / "R.md").exists()
+
+
+def test_quick_calibration_benchmark_writes_both_tables(tmp_path: Path) -> None:
+    require(
+        (shared_data_dir() / "debian_packages_minilm.npz").exists(),
+        "real-text embeddings (../shared/data) are needed for the real-text runs",
+    )
+    out = tmp_path / "RESULTS-calibration.md"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "calibration.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **ONE_THREAD},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    per_ref = _table(text, "Per-reference false-alarm rate")
+    assert [(row[0].split(" ")[0], row[1]) for row in per_ref[2:]] == [
+        ("synthetic", "batch"),
+        ("synthetic", "stream"),
+        ("real", "batch"),
+        ("real", "stream"),
+    ]
+    for row in per_ref[2:]:
+        assert 0.0 <= float(row[3]) <= 1.0
+    sizes = _table(text, "Larger windows")
+    assert [row[0] for row in sizes[2:]] == ["synthetic", "real"]

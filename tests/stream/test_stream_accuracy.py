@@ -8,7 +8,13 @@ import pytest
 import scipy.stats
 
 from embdrift import Reference
-from embdrift.stream import STREAM_METRICS, SketchSet, StreamMonitor, rank_error
+from embdrift.stream import (
+    STREAM_DECISION_METRICS,
+    STREAM_METRICS,
+    SketchSet,
+    StreamMonitor,
+    rank_error,
+)
 from embdrift.stream.statistics import GRID_SIZE, sketch_statistics
 from embdrift.synthetic import World, make_scenario
 
@@ -61,6 +67,13 @@ def test_each_sketch_statistic_is_within_its_stated_error(world32, ref32, shift)
     )
     span = np.ptp(np.vstack([ref_f.projections, win_f.projections]), axis=0).max()
     assert abs(values["sliced_wasserstein"] - sliced) <= (eps + 2 / GRID_SIZE) * span
+    # Mean shift outside the outer subspace: exact (numpy projector I - V^T V on the means).
+    v = ref32.outer_projection.components_
+    outside = np.eye(v.shape[1]) - v.T @ v
+    shift = outside @ (x.astype(np.float64).mean(0) - ref32.sample.astype(np.float64).mean(0))
+    assert values["residual_mean_shift"] == pytest.approx(
+        np.linalg.norm(shift) / ref32.outer_scale, rel=1e-6
+    )
     # KS on PC1 against scipy: within eps + 1/G.
     ks = scipy.stats.ks_2samp(ref_f.projections[:, 0], win_f.projections[:, 0]).statistic
     assert abs(values["ks_pc1"] - ks) <= eps + 1 / GRID_SIZE
@@ -106,12 +119,15 @@ def _decisions(world, *, strength, n_refs, n_null, n_drift, scenario="mean_shift
             )
             stream_hits.append(mon.test(sketch(cur)).drifted)
             # Sketch vs exact on the same statistics: the batch check restricted to the metrics
-            # the stream also computes, with its min-p over all of them as the stream does.
-            # (The default batch verdict adds novelty and residual_mean_shift, which have no
-            # sketch yet; docs/streaming.md says so.)
+            # the stream also computes, its verdict on the stream's decision metrics. (The
+            # default batch verdict adds energy and novelty, which have no sketch.)
             batch_hits.append(
                 ref.compare(
-                    cur, n_permutations=199, seed=w, metrics=SHARED, decision_metrics=SHARED
+                    cur,
+                    n_permutations=199,
+                    seed=w,
+                    metrics=SHARED,
+                    decision_metrics=STREAM_DECISION_METRICS,
                 ).drifted
             )
     return np.array(null), np.array(stream_hits), np.array(batch_hits)
@@ -126,18 +142,23 @@ SHARED = (
     "mean_shift",
     "spread_ratio",
     "reconstruction_error",
+    "residual_mean_shift",
 )
 
 
 @pytest.mark.slow
 def test_stream_false_alarms_and_power_against_the_batch_check():
     world = World.make(dim=32, seed=12345)
-    null, stream_hits, batch_hits = _decisions(world, strength=1.4, n_refs=4, n_null=50, n_drift=12)
+    null, stream_hits, batch_hits = _decisions(world, strength=1.2, n_refs=4, n_null=50, n_drift=12)
     # The batch permutation check is exact: its false-alarm rate is alpha, and the stream's
     # must fall in the 99% binomial interval around it for this many windows.
     lo, hi = scipy.stats.binom.interval(0.99, null.size, ALPHA)
     assert lo <= null.sum() <= hi, null.mean()
     batch_power, stream_power = batch_hits.mean(), stream_hits.mean()
+    print(
+        f"synthetic mean shift: stream false alarms {null.mean():.3f} ({null.size} windows),"
+        f" power stream {stream_power:.2f} vs batch {batch_power:.2f} ({batch_hits.size})"
+    )
     assert 0.3 <= batch_power <= 0.8, batch_power  # the regime the comparison is about
     assert stream_power >= batch_power - 0.10, (stream_power, batch_power)
 
@@ -169,24 +190,18 @@ def test_stream_on_real_text_keeps_its_false_alarm_rate(real_text):
         for _ in range(150)
     ]
     lo, hi = scipy.stats.binom.interval(0.99, len(null), ALPHA)
+    print(f"real text, one reference, m={m}: stream false alarms {np.mean(null):.3f} ({len(null)})")
     # One fixed reference: the level holds on average over references (docs/streaming.md).
     assert lo <= sum(null) <= hi, np.mean(null)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: on real text with 6% of a new section (m=300), the sketch test with 512"
-    " random frequencies detects ~20% of windows where the exact batch check (MMD + energy)"
-    ' detects ~75% (40 windows each, measured 2026-11-26); see docs/streaming.md, "Agreement'
-    ' with the batch check"',
-)
 def test_stream_power_on_real_text_is_within_10_points_of_batch(real_text):
     emb, test_rows, new_rows, ref, rng = _real_text_setup(real_text)
-    m, k = 300, 18  # 6% of each window from a section never seen in the reference
+    m, k = 300, 12  # 4% of each window from a section never seen in the reference
     mon = StreamMonitor(ref, window=m, n_calibration=199, reservoir_size=0)
     stream_hits, batch_hits = [], []
-    for w in range(12):
+    for w in range(30):
         cur = np.vstack(
             [
                 emb[rng.choice(test_rows, m - k, replace=False)],
@@ -195,6 +210,7 @@ def test_stream_power_on_real_text_is_within_10_points_of_batch(real_text):
         )
         stream_hits.append(mon.test(SketchSet(mon.basis, reservoir_size=0).update(cur)).drifted)
         batch_hits.append(ref.compare(cur, n_permutations=199, seed=w).drifted)
-    batch_power = np.mean(batch_hits)
-    assert 0.3 <= batch_power <= 0.8 + 0.15, batch_power
-    assert np.mean(stream_hits) >= batch_power - 0.10, (np.mean(stream_hits), batch_power)
+    batch_power, stream_power = np.mean(batch_hits), np.mean(stream_hits)
+    print(f"real text, 4% new section, m={m}: stream {stream_power:.2f}, batch {batch_power:.2f}")
+    assert 0.3 <= batch_power <= 0.8, batch_power  # the regime the comparison is about
+    assert stream_power >= batch_power - 0.10, (stream_power, batch_power)

@@ -20,6 +20,7 @@ from embdrift.errors import (
 )
 from embdrift.stats.metrics import mmd2_unbiased
 from embdrift.stream import (
+    MeanSketch,
     MomentSketch,
     ProjectionQuantiles,
     QuantileSketch,
@@ -55,18 +56,27 @@ def _parts(x, cuts):
 # ---------------------------------------------------------------------- mergeability
 @_SETTINGS
 @given(seed=st.integers(0, 10_000), cuts=_split_points(600))
-def test_rff_and_moment_sums_merge_exactly(world32, basis32, seed, cuts):
+def test_rff_moment_and_mean_sums_merge_exactly(world32, basis32, seed, cuts):
     x = _rows(world32, 600, seed)
     whole_rff = RFFMeanSketch(basis32).update(x)
     whole_mom = MomentSketch(basis32).update(x)
+    whole_mean = MeanSketch(basis32).update(x)
     parts = _parts(x, cuts)
     rff = [RFFMeanSketch(basis32).update(p) for p in parts]
     mom = [MomentSketch(basis32).update(p) for p in parts]
-    merged_rff, merged_mom = rff[0], mom[0]
-    for r, m in zip(rff[1:], mom[1:], strict=True):
+    means = [MeanSketch(basis32).update(p) for p in parts]
+    merged_rff, merged_mom, merged_mean = rff[0], mom[0], means[0]
+    for r, m, a in zip(rff[1:], mom[1:], means[1:], strict=True):
         merged_rff.merge(r)
         merged_mom.merge(m)
-    assert merged_rff.count == whole_rff.count == merged_mom.count == 600
+        merged_mean.merge(a)
+    assert merged_rff.count == whole_rff.count == merged_mom.count == merged_mean.count == 600
+    np.testing.assert_allclose(merged_mean.centred_sum, whole_mean.centred_sum, atol=1e-9)
+    np.testing.assert_allclose(
+        whole_mean.centred_sum,
+        (x.astype(np.float64) - basis32.reference.projection.mean_).sum(axis=0),
+        atol=1e-9,
+    )
     np.testing.assert_allclose(merged_rff.feature_sum, whole_rff.feature_sum, rtol=0, atol=1e-9)
     np.testing.assert_allclose(merged_mom.mean, whole_mom.mean, rtol=0, atol=1e-10)
     np.testing.assert_allclose(merged_mom.covariance, whole_mom.covariance, rtol=1e-9, atol=1e-9)

@@ -13,6 +13,7 @@ from embdrift.stream.basis import BatchFeatures, StreamBasis
 from embdrift.stream.calibration import SketchNull
 from embdrift.stream.monitor import StreamMonitor, WindowResult
 from embdrift.stream.sketches import (
+    MeanSketch,
     MomentSketch,
     ProjectionQuantiles,
     QuantileSketch,
@@ -23,11 +24,13 @@ from embdrift.stream.sketches import (
     rff_mmd2,
 )
 from embdrift.stream.sketchset import SketchSet
-from embdrift.stream.statistics import STREAM_METRICS
+from embdrift.stream.statistics import STREAM_DECISION_METRICS, STREAM_METRICS
 
 __all__ = [
+    "STREAM_DECISION_METRICS",
     "STREAM_METRICS",
     "BatchFeatures",
+    "MeanSketch",
     "MomentSketch",
     "ProjectionQuantiles",
     "QuantileSketch",

@@ -30,7 +30,8 @@ class BatchFeatures:
     projections : (m, n_projections) float32
         Frozen projections in units of the reference standard deviation per direction.
     residuals : (m,) float32
-        Norm of the part outside the frozen top-k PCA subspace, in reference residual stds.
+        Norm of the part outside the reference's outer PCA subspace (``outer_components``
+        PCs), in reference residual stds.
     """
 
     angles: np.ndarray
@@ -129,13 +130,15 @@ class StreamBasis:
         self._directions = directions
         self._scales = scales
         self._n_pcs = min(k, n_proj)
-        self._components = comps
+        # The reconstruction error is the norm outside the reference's outer subspace, as in
+        # the batch check.
+        self._components = np.asarray(reference.outer_projection.components_, dtype=np.float64)
         self._mean64 = np.asarray(pca.mean_, dtype=np.float64)
         self._mean32 = self._mean64.astype(np.float32)
-        # One (d, D + p + k) float32 matrix: the per-batch product computes angles and
+        # One (d, D + p + outer PCs) float32 matrix: the per-batch product computes angles and
         # projections.
         self._matrix = np.ascontiguousarray(
-            np.hstack([self._freq.T, (directions / scales[:, None]).T, comps.T]),
+            np.hstack([self._freq.T, (directions / scales[:, None]).T, self._components.T]),
             dtype=np.float32,
         )
         # The tag names the frequency source, so states saved by a basis that drew its own
@@ -199,6 +202,17 @@ class StreamBasis:
         sq = np.einsum("ij,ij->i", centred, centred) - np.einsum("ij,ij->i", pcs, pcs)
         residuals = np.sqrt(np.maximum(sq, 0.0)) / self.reference.residual_scale
         return BatchFeatures(angles=angles, projections=projections, residuals=residuals)
+
+    def residual_mean(self, centred_sum: np.ndarray, count: int) -> np.ndarray:
+        """Mean of ``count`` rows outside the reference's outer PCA subspace, (d,) float64.
+
+        ``(I − VᵀV) (Σ (x − μ) / count) / s`` with V the outer components, μ the reference mean
+        and s the reference's residual RMS norm (``Reference.outer_scale``): the difference of
+        two such means is the ``residual_mean_shift`` of the batch check.
+        """
+        mean = np.asarray(centred_sum, dtype=np.float64) / max(count, 1)
+        inside = self._components.T @ (self._components @ mean)
+        return (mean - inside) / self.reference.outer_scale
 
     def check_same(self, other_id: str, *, what: str) -> None:
         """Raise :class:`IncompatibleSketchError` unless ``other_id`` is this basis."""

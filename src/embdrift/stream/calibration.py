@@ -86,7 +86,11 @@ class SketchNull:
         self._z32 = self._z.astype(np.float32)
         self._res32 = self._res.astype(np.float32)
         self._feats = feats
-        self.reference_side = ReferenceSide.from_features(feats)
+        centred = np.asarray(sample, dtype=np.float64) - basis._mean64
+        # Rows outside the outer subspace, in residual RMS norms: their means feed
+        # residual_mean_shift (StreamBasis.residual_mean applied row by row).
+        self._outer = basis.residual_mean(centred.T, 1).T
+        self.reference_side = ReferenceSide.from_features(feats, self._outer.mean(axis=0))
         self._cache: dict[int, tuple[int, int, np.ndarray]] = {}
 
     @property
@@ -134,10 +138,12 @@ class SketchNull:
             cols.shape[0], big_b, -1
         )
         phi_all = self._phi.sum(axis=0)
+        outer_all = self._outer.sum(axis=0)
         out = np.empty((big_b, len(STREAM_METRICS)))
         for b in range(big_b):
             cur = cur_rows[b]
             phi_cur = self._phi[cur].sum(axis=0)
+            outer_cur = self._outer[cur].sum(axis=0)
             z_cur, z_ref = self._z[cur], self._z[ref_rows[b]]
             ref_side = ReferenceSide(
                 count=n - m_b,
@@ -146,6 +152,7 @@ class SketchNull:
                 cov=_cov(z_ref),
                 sorted_values=ref_sorted[:, b],
                 quantiles=ref_quant[:, b],
+                residual_mean=(outer_all - outer_cur) / (n - m_b),
             )
             quant = ProjectionQuantiles(self.basis, self.quantile_k)
             quant._update(
@@ -169,6 +176,7 @@ class SketchNull:
                 pc1_cdf_points=points.astype(np.float64),
                 pc1_cdf=quant.projections[0].cdf(points),
                 pc1_edge_cdf=quant.projections[0].cdf(edges) if len(edges) else np.empty(0),
+                residual_mean=outer_cur / m_b,
             )
             out[b] = sketch_statistics(ref_side, view, pc1_edges=edges, smoothing=smoothing)
         return n - m_b, m_b, drift_scores(out)

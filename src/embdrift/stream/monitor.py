@@ -37,6 +37,7 @@ from embdrift.stream.calibration import SketchNull
 from embdrift.stream.sketches import _ids_for
 from embdrift.stream.sketchset import SketchSet
 from embdrift.stream.statistics import (
+    STREAM_DECISION_METRICS,
     STREAM_METRICS,
     drift_scores,
     effect_size,
@@ -141,7 +142,9 @@ class StreamMonitor:
         Distance between window ends (same kind as ``window``, dividing it). Default
         ``window`` (tumbling windows); smaller gives sliding windows.
     alpha : float
-        Level of each window's test (family-wise over the metrics, by min-p).
+        Level of each window's test: family-wise by min-p over ``STREAM_DECISION_METRICS``
+        (mmd, reconstruction_error, residual_mean_shift, as the batch verdict); every metric
+        also gets its own p-value.
     consecutive : int
         Drifted windows in a row that raise the alert (default 1); one non-drifted window
         clears it.
@@ -457,7 +460,10 @@ class StreamMonitor:
         t1 = time.perf_counter()
         null = self.null.null_scores(m)
         t2 = time.perf_counter()
-        outcome = combine_min_p(np.vstack([drift_scores(values), null]), alpha=self.alpha)
+        scores = np.vstack([drift_scores(values), null])
+        outcome = combine_min_p(scores, alpha=self.alpha)
+        deciding = [list(STREAM_METRICS).index(name) for name in STREAM_DECISION_METRICS]
+        combined_p = combine_min_p(scores[:, deciding], alpha=self.alpha).combined_p_value
         metrics: dict[str, MetricResult] = {}
         for j, name in enumerate(STREAM_METRICS):
             p = float(outcome.p_values[j])
@@ -470,8 +476,8 @@ class StreamMonitor:
                 drifted=p <= self.alpha,
             )
         return DriftResult(
-            drifted=outcome.combined_p_value <= self.alpha,
-            p_value=outcome.combined_p_value,
+            drifted=combined_p <= self.alpha,
+            p_value=combined_p,
             alpha=self.alpha,
             metrics=metrics,
             n_reference=ref_side.count,
@@ -479,6 +485,7 @@ class StreamMonitor:
             reference_id=self.reference.reference_id,
             method="sketch",
             n_permutations=self.null.n_calibration,
+            decision_metrics=STREAM_DECISION_METRICS,
             timings={
                 "statistics": t1 - t0,
                 "calibration": t2 - t1,

@@ -24,6 +24,7 @@ from embdrift.stream import _codec
 from embdrift.stream.basis import BatchFeatures, StreamBasis
 
 __all__ = [
+    "MeanSketch",
     "MomentSketch",
     "ProjectionQuantiles",
     "QuantileSketch",
@@ -287,6 +288,72 @@ class MomentSketch:
         return f"MomentSketch(count={self._count}, p={self._mean.size})"
 
 
+# ====================================================================== full-dimension mean
+class MeanSketch:
+    """Count and sum of the rows in full dimension (centred on the reference mean).
+
+    Parameters
+    ----------
+    basis : StreamBasis
+        Gives the dimension and the reference mean the rows are centred on.
+
+    Notes
+    -----
+    Error guarantee: the exact sum of the rows seen, accumulated in float64 (relative error
+    ~1e-15 per addition); merging is addition, so any merge order gives the same sum up to
+    rounding. The statistic it feeds is ``residual_mean_shift``: the norm of the window's
+    mean shift outside the reference's outer PCA subspace (:meth:`StreamBasis.residual_mean`),
+    as the batch check computes it.
+    """
+
+    _kind = "MeanSketch"
+
+    def __init__(self, basis: StreamBasis) -> None:
+        self.basis = _check_basis(basis)
+        self._count = 0
+        self._sum = np.zeros(basis.dim)
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    @property
+    def centred_sum(self) -> np.ndarray:
+        """Σ (x − reference mean) over the rows seen, (d,) float64."""
+        return self._sum.copy()
+
+    def update(self, batch: npt.ArrayLike) -> MeanSketch:
+        return self._update(as_embeddings(batch, name="batch", dim=self.basis.dim))
+
+    def _update(self, x: np.ndarray) -> MeanSketch:
+        self._sum += x.sum(axis=0, dtype=np.float64) - x.shape[0] * self.basis._mean64
+        self._count += x.shape[0]
+        return self
+
+    def merge(self, other: MeanSketch) -> MeanSketch:
+        _check_kind(other, MeanSketch)
+        self.basis.check_same(other.basis.basis_id, what="a MeanSketch")
+        self._sum = self._sum + other._sum
+        self._count += other._count
+        return self
+
+    def to_bytes(self) -> bytes:
+        meta = {"basis_id": self.basis.basis_id, "count": self._count}
+        return _codec.encode(self._kind, meta, {"sum": self._sum})
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, basis: StreamBasis) -> MeanSketch:
+        meta, arrays = _codec.decode(data, cls._kind)
+        sketch = cls(basis)
+        basis.check_same(meta["basis_id"], what="serialised MeanSketch")
+        sketch._count = int(meta["count"])
+        sketch._sum = _array(arrays, "sum", (basis.dim,), cls._kind)
+        return sketch
+
+    def __repr__(self) -> str:
+        return f"MeanSketch(count={self._count}, d={self._sum.size})"
+
+
 def frechet_distance(
     mean_x: np.ndarray, cov_x: np.ndarray, mean_y: np.ndarray, cov_y: np.ndarray
 ) -> float:
@@ -426,8 +493,8 @@ class ProjectionQuantiles:
     Notes
     -----
     Holds ``basis.n_projections_`` sketches of standardised projections plus one of the
-    residual norm outside the frozen top-k subspace (in reference residual stds): drift in
-    directions the reference barely used moves that residual and no projection.
+    residual norm outside the reference's outer PCA subspace (in reference residual stds):
+    drift in directions the reference barely used moves that residual and no projection.
     Guarantee: each sketch has the rank error ε(k) of :class:`QuantileSketch`. Statistics built
     on them (:mod:`embdrift.stream.statistics`) state their own bounds in terms of ε(k).
     """

@@ -9,10 +9,11 @@ import numpy as np
 import numpy.typing as npt
 
 from embdrift._validation import as_embeddings, check_int
-from embdrift.errors import IncompatibleSketchError
+from embdrift.errors import IncompatibleSketchError, SketchFormatError
 from embdrift.stream import _codec
 from embdrift.stream.basis import StreamBasis
 from embdrift.stream.sketches import (
+    MeanSketch,
     MomentSketch,
     ProjectionQuantiles,
     RFFMeanSketch,
@@ -27,7 +28,8 @@ __all__ = ["SketchSet"]
 
 
 class SketchSet:
-    """RFF mean embedding, moments, KLL quantiles and a weighted reservoir, for one basis.
+    """RFF mean embedding, moments, full-dimension mean, KLL quantiles and a weighted
+    reservoir, for one basis.
 
     Parameters
     ----------
@@ -43,10 +45,10 @@ class SketchSet:
     Notes
     -----
     Each sketch's error guarantee is stated on its class: :class:`RFFMeanSketch` (unbiased
-    for the exact kernel MMD² with a reported standard error), :class:`MomentSketch` (exact up
-    to rounding), :class:`ProjectionQuantiles` (KLL rank error ε(k)) and
-    :class:`WeightedReservoir` (an exact A-Res sample). State size is independent of the rows
-    seen except for KLL's O(k log(n/k)) growth; :meth:`to_bytes` gives it.
+    for the exact kernel MMD² with a reported standard error), :class:`MomentSketch` and
+    :class:`MeanSketch` (exact up to rounding), :class:`ProjectionQuantiles` (KLL rank error
+    ε(k)) and :class:`WeightedReservoir` (an exact A-Res sample). State size is independent of
+    the rows seen except for KLL's O(k log(n/k)) growth; :meth:`to_bytes` gives it.
 
     A merge of sets built for different references raises :class:`IncompatibleSketchError`
     naming both reference ids.
@@ -79,6 +81,7 @@ class SketchSet:
         self.seed = check_int(seed, name="seed", low=0)
         self.rff = RFFMeanSketch(basis)
         self.moments = MomentSketch(basis)
+        self.means = MeanSketch(basis)
         self.quantiles = ProjectionQuantiles(basis, self.quantile_k)
         self.reservoir = WeightedReservoir(max(self.reservoir_size, 1), seed=self.seed)
 
@@ -111,6 +114,7 @@ class SketchSet:
             self.reservoir._update(x, id_arr, w)
         self.rff._update(features)
         self.moments._update(features)
+        self.means._update(x)
         self.quantiles._update(features)
         return self
 
@@ -127,6 +131,7 @@ class SketchSet:
             )
         self.rff.merge(other.rff)
         self.moments.merge(other.moments)
+        self.means.merge(other.means)
         self.quantiles.merge(other.quantiles)
         self.reservoir.merge(other.reservoir)
         return self
@@ -140,6 +145,7 @@ class SketchSet:
             self.rff,
             self.moments,
             self.quantiles,
+            self.means,
             reference=reference,
             pc1_edges=self.basis.pc1_edges,
         )
@@ -155,6 +161,7 @@ class SketchSet:
         parts = {
             "rff": self.rff.to_bytes(),
             "moments": self.moments.to_bytes(),
+            "means": self.means.to_bytes(),
             "quantiles": self.quantiles.to_bytes(),
             "reservoir": self.reservoir.to_bytes(),
         }
@@ -171,9 +178,17 @@ class SketchSet:
             reservoir_size=int(meta["reservoir_size"]),
             seed=int(meta["seed"]),
         )
-        blobs = {key: bytes(arrays[key]) for key in ("rff", "moments", "quantiles", "reservoir")}
+        keys = ("rff", "moments", "means", "quantiles", "reservoir")
+        missing = [key for key in keys if key not in arrays]
+        if missing:
+            raise SketchFormatError(
+                f"The serialised SketchSet lacks {missing}; it was written by another version"
+                " of embdrift. Rebuild the sketches from the data."
+            )
+        blobs = {key: bytes(arrays[key]) for key in keys}
         out.rff = RFFMeanSketch.from_bytes(blobs["rff"], basis=basis)
         out.moments = MomentSketch.from_bytes(blobs["moments"], basis=basis)
+        out.means = MeanSketch.from_bytes(blobs["means"], basis=basis)
         out.quantiles = ProjectionQuantiles.from_bytes(blobs["quantiles"], basis=basis)
         out.reservoir = WeightedReservoir.from_bytes(blobs["reservoir"])
         return out

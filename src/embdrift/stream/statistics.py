@@ -15,6 +15,7 @@ import numpy as np
 
 from embdrift.stream.basis import BatchFeatures
 from embdrift.stream.sketches import (
+    MeanSketch,
     MomentSketch,
     ProjectionQuantiles,
     RFFMeanSketch,
@@ -24,6 +25,7 @@ from embdrift.stream.sketches import (
 
 __all__ = [
     "GRID_SIZE",
+    "STREAM_DECISION_METRICS",
     "STREAM_METRICS",
     "ReferenceSide",
     "WindowView",
@@ -48,10 +50,19 @@ STREAM_METRICS: Mapping[str, tuple[str, str]] = {
     "kl_pc1": ("KL(window ‖ reference) of PC1 histograms, nats, smoothed", "linear"),
     "js_pc1": ("Jensen-Shannon divergence of PC1 histograms, nats", "linear"),
     "reconstruction_error": (
-        "1-D Wasserstein-1 of the residual norm outside the top-k subspace, reference stds",
+        "1-D Wasserstein-1 of the residual norm outside the outer PCA subspace, reference stds",
+        "sqrt",
+    ),
+    "residual_mean_shift": (
+        "norm of the mean shift outside the outer PCA subspace, reference residual RMS norms",
         "sqrt",
     ),
 }
+
+#: The metrics whose min-p makes a window's verdict, as ``DECISION_METRICS`` in the batch
+#: check (the batch's ``energy`` and ``novelty`` have no sketch): every metric added to the
+#: min-p costs power, the others keep their own p-values.
+STREAM_DECISION_METRICS = ("mmd", "reconstruction_error", "residual_mean_shift")
 
 _GRID = (np.arange(GRID_SIZE) + 0.5) / GRID_SIZE
 
@@ -66,9 +77,10 @@ class ReferenceSide:
     cov: np.ndarray
     sorted_values: np.ndarray  # (p + 1, n): projections then residual, each sorted
     quantiles: np.ndarray  # (p + 1, G) at the midpoint grid
+    residual_mean: np.ndarray  # (d,) mean outside the outer subspace (StreamBasis.residual_mean)
 
     @classmethod
-    def from_features(cls, features: BatchFeatures) -> ReferenceSide:
+    def from_features(cls, features: BatchFeatures, residual_mean: np.ndarray) -> ReferenceSide:
         n = features.n_rows
         d2 = features.angles.shape[1]
         scale = 1.0 / np.sqrt(d2)
@@ -84,6 +96,7 @@ class ReferenceSide:
             cov=np.cov(z, rowvar=False, ddof=1).reshape(z.shape[1], z.shape[1]),
             sorted_values=ordered,
             quantiles=_exact_quantiles(ordered, _GRID),
+            residual_mean=residual_mean,
         )
 
 
@@ -106,6 +119,7 @@ class WindowView:
     pc1_cdf_points: np.ndarray  # points where the PC1 CDF was read
     pc1_cdf: np.ndarray  # F_window at those points
     pc1_edge_cdf: np.ndarray  # F_window at the reference PC1 bin edges
+    residual_mean: np.ndarray  # (d,) mean outside the outer subspace (StreamBasis.residual_mean)
 
     @classmethod
     def from_sketches(
@@ -113,6 +127,7 @@ class WindowView:
         rff: RFFMeanSketch,
         moments: MomentSketch,
         quantiles: ProjectionQuantiles,
+        means: MeanSketch,
         *,
         reference: ReferenceSide,
         pc1_edges: np.ndarray,
@@ -131,6 +146,7 @@ class WindowView:
             pc1_cdf_points=points.astype(np.float64),
             pc1_cdf=pc1.cdf(points),
             pc1_edge_cdf=pc1.cdf(pc1_edges) if len(pc1_edges) else np.empty(0),
+            residual_mean=means.basis.residual_mean(means._sum, means.count),
         )
 
 
@@ -181,6 +197,7 @@ def sketch_statistics(
     js = float(
         0.5 * np.sum(q_win * np.log(q_win / mid)) + 0.5 * np.sum(p_ref * np.log(p_ref / mid))
     )
+    residual_diff = win.residual_mean - ref.residual_mean
     return np.array(
         [
             mmd,
@@ -193,6 +210,7 @@ def sketch_statistics(
             kl,
             js,
             float(w1[p]),
+            float(np.sqrt(residual_diff @ residual_diff)),
         ]
     )
 
