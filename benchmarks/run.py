@@ -380,7 +380,7 @@ def _part_meta(args: argparse.Namespace, started: float, notes: list[str]) -> di
         "n": args.n,
         "permutations": args.permutations,
         "quick": bool(args.quick),
-        "commit": _commit(),
+        "commit": args.commit,
         "threads": {
             k: os.environ[k]
             for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -483,6 +483,14 @@ def write_results(path: Path, state: Path) -> None:
                 f"- {title}: QUICK smoke run (--quick): tiny n and seeds; not a measurement"
             )
         lines += [f"- {title}: {note}" for note in meta["notes"]]  # type: ignore[attr-defined]
+        kept = meta.get("kept")
+        while kept:
+            lines.append(
+                f"- {title}: rows of {', '.join(kept['methods'])} kept from `{kept.get('command')}`"
+                f" on {kept.get('date')}, at commit {kept.get('commit', 'unknown')}, load"
+                f" average {kept.get('load', ['?'])[0]} at start"
+            )
+            kept = kept.get("kept")
     if det_meta is not None and det_data:
         lines += [
             "",
@@ -569,6 +577,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.cost_timeout = min(args.cost_timeout, 120.0)
     started = time.perf_counter()
     args.load_start = os.getloadavg()[0]
+    # Once, before this run writes RESULTS.md (which would mark the tree dirty).
+    args.commit = _commit()
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -604,6 +614,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             save_part(state, tag, meta, _tallies_to_json(detection))
             write_results(args.out, state)
     if "cost" in args.parts:
+        # A run of some methods replaces their rows and keeps the other methods' rows of the
+        # saved cost part (e.g. the peers, measured by an earlier run in .venv-peers).
+        old_meta, old_rows = load_part(state, "cost")
+        kept = [r for r in (old_rows or []) if r["method"] not in args.methods]  # type: ignore[union-attr]
+        order = list(dict.fromkeys(str(r["method"]) for r in (old_rows or [])))  # type: ignore[union-attr]
+        kept_meta = None
+        if kept and old_meta is not None:
+            kept_meta = {
+                "methods": list(dict.fromkeys(str(r["method"]) for r in kept)),
+                **{k: old_meta[k] for k in ("command", "date", "commit", "load") if k in old_meta},
+                **({"kept": old_meta["kept"]} if "kept" in old_meta else {}),
+            }
+
+        def _merged(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+            position = {m: i for i, m in enumerate(order)}
+            return sorted(kept + rows, key=lambda r: position.get(str(r["method"]), len(order)))
+
+        def _cost_meta() -> dict[str, object]:
+            meta = _part_meta(args, started, [])
+            if kept_meta is not None:
+                meta["kept"] = kept_meta
+            return meta
+
         cost: list[dict[str, object]] = []
         for method in args.methods:
             failed = None
@@ -619,7 +652,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cost.append(row)
                 if row.get("status") != "ok":
                     failed = n
-                save_part(state, "cost", _part_meta(args, started, []), cost)
+                save_part(state, "cost", _cost_meta(), _merged(cost))
                 write_results(args.out, state)
     write_results(args.out, state)
     log(f"wrote {args.out}")

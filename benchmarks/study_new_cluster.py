@@ -84,12 +84,31 @@ def knn_scores(pooled: np.ndarray, fit_rows: np.ndarray, k: int) -> np.ndarray:
     return np.sqrt(np.partition(d2, k - 1, axis=1)[:, k - 1])
 
 
+class ReferenceMetric:
+    """One of the Reference's own metrics as a statistic over masks: the arithmetic of
+    ``Reference.compare`` on its exact path (its private evaluation routine)."""
+
+    def __init__(self, ref: Reference, current: np.ndarray, rows: object, name: str) -> None:
+        self.ref, self.current, self.rows, self.name = ref, current, rows, name
+
+    def values(self, masks: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng(0)
+        out, _ = self.ref._evaluate(
+            [self.name], self.current, self.rows, masks, exact=True, rng=rng
+        )
+        return out[self.name]
+
+    def test_statistic(self, values: np.ndarray) -> np.ndarray:
+        return np.abs(np.log(values)) if self.name == "spread_ratio" else values
+
+
 def candidates(ref: Reference, fit_rows: np.ndarray, current: np.ndarray) -> dict[str, object]:
-    prepared = ref._prepare(current)
+    current = np.ascontiguousarray(current, dtype=np.float32)
+    rows = type(ref._test_rows).join(ref._test_rows, ref._rows(current))
     stats: dict[str, object] = {
-        name: reference_module._BUILDERS[name](ref, prepared) for name in reference_module.METRICS
+        name: ReferenceMetric(ref, current, rows, name) for name in reference_module.METRICS
     }
-    pooled = prepared.pooled
+    pooled = np.vstack([ref.sample, current])
     for mult in (0.5, 0.25):
         stats[f"mmd_h*{mult}"] = KernelMMD(pooled, bandwidth=mult * ref.bandwidth)
     for k in (1, 5):

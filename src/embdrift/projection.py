@@ -8,9 +8,12 @@ import numpy as np
 import numpy.typing as npt
 
 from embdrift._validation import as_embeddings, check_int
-from embdrift.errors import DimensionMismatchError, ReferenceFormatError
+from embdrift.errors import DimensionMismatchError, InvalidParameterError, ReferenceFormatError
 
 __all__ = ["FrozenPCA"]
+
+#: Rows per float64 chunk when projecting (bounds the temporary copy to ~25 MB at d = 384).
+_CHUNK_ROWS = 8192
 
 
 class FrozenPCA:
@@ -54,9 +57,12 @@ class FrozenPCA:
         n, d = arr.shape
         k = min(self.n_components, d, n - 1)
         mean = arr.mean(axis=0, dtype=np.float64)
-        centered = arr.astype(np.float64) - mean
-        cov = centered.T @ centered / (n - 1)
-        eigval, eigvec = np.linalg.eigh(cov)
+        # Σ (x - mean)(x - mean)^T in float64, over chunks of rows (no (n, d) float64 copy).
+        scatter = np.zeros((d, d))
+        for start in range(0, n, _CHUNK_ROWS):
+            centered = arr[start : start + _CHUNK_ROWS] - mean  # float64
+            scatter += centered.T @ centered
+        eigval, eigvec = np.linalg.eigh(scatter / (n - 1))
         order = np.argsort(eigval)[::-1][:k]
         components = eigvec[:, order].T
         components *= _orientation(components, mean, align_to)[:, None]
@@ -64,9 +70,9 @@ class FrozenPCA:
         self.components_ = components
         self.explained_variance_ = np.maximum(eigval[order], 0.0)
         self.total_variance_ = float(np.maximum(eigval, 0.0).sum())
-        scores = centered @ components.T
-        self.scale_ = np.maximum(scores.std(axis=0, ddof=1), np.finfo(np.float64).tiny)
         self.n_components_ = k
+        scores = self.transform(arr)
+        self.scale_ = np.maximum(scores.std(axis=0, ddof=1), np.finfo(np.float64).tiny)
         return self
 
     @property
@@ -81,8 +87,7 @@ class FrozenPCA:
 
     def transform(self, x: npt.ArrayLike) -> np.ndarray:
         """Scores (n, k) of the rows of ``x`` on the frozen components, float64."""
-        arr = as_embeddings(x, name="x", dim=self.dim)
-        return (arr.astype(np.float64) - self.mean_) @ self.components_.T
+        return self.scores_and_residuals(x)[0]
 
     def standardize(self, x: npt.ArrayLike) -> np.ndarray:
         """Scores divided by the reference score standard deviation (unitless)."""
@@ -97,12 +102,50 @@ class FrozenPCA:
         return self.scores_and_residuals(x)[1]
 
     def scores_and_residuals(self, x: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-        """Raw scores (n, k) and residual norms (n,) in one pass over the rows."""
+        """Raw scores (n, k) and residual norms (n,) in one pass over the rows.
+
+        Computed in float64 on chunks of ``_CHUNK_ROWS`` rows, so the float64 copy of the
+        centred rows stays a few MB whatever n is.
+        """
         arr = as_embeddings(x, name="x", dim=self.dim)
-        centered = arr.astype(np.float64) - self.mean_
-        scores = centered @ self.components_.T
-        sq = np.einsum("ij,ij->i", centered, centered) - np.einsum("ij,ij->i", scores, scores)
-        return scores, np.sqrt(np.maximum(sq, 0.0))
+        n = arr.shape[0]
+        scores = np.empty((n, self.components_.shape[0]))
+        residuals = np.empty(n)
+        for start in range(0, n, _CHUNK_ROWS):
+            centered = arr[start : start + _CHUNK_ROWS] - self.mean_  # float64
+            part = centered @ self.components_.T
+            sq = np.einsum("ij,ij->i", centered, centered) - np.einsum("ij,ij->i", part, part)
+            scores[start : start + part.shape[0]] = part
+            residuals[start : start + part.shape[0]] = np.sqrt(np.maximum(sq, 0.0))
+        return scores, residuals
+
+    def truncated(self, n_components: int, *, align_to: FrozenPCA | None = None) -> FrozenPCA:
+        """The projection onto the leading ``n_components`` of this one, without refitting.
+
+        Equal to fitting ``FrozenPCA(n_components)`` on the same rows (the same eigenvectors,
+        oriented by the same rule, with ``align_to`` as in :meth:`fit`), for a fraction of the
+        cost: a reference that needs a top-10 and a top-50 projection decomposes its
+        covariance once.
+        """
+        k = check_int(n_components, name="n_components", low=1)
+        if k > self.n_components_ and self.n_components_ < self.n_components:
+            # This fit was capped by d or n - 1; the same cap applies to the smaller one.
+            k = self.n_components_
+        if k > self.n_components_:
+            raise InvalidParameterError(
+                f"Cannot truncate a projection with {self.n_components_} components to"
+                f" {n_components}; fit one with at least that many."
+            )
+        out = FrozenPCA(n_components=n_components)
+        components = self.components_[:k].copy()
+        components *= _orientation(components, self.mean_, align_to)[:, None]
+        out.mean_ = self.mean_
+        out.components_ = components
+        out.explained_variance_ = self.explained_variance_[:k].copy()
+        out.total_variance_ = self.total_variance_
+        out.scale_ = self.scale_[:k].copy()
+        out.n_components_ = k
+        return out
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The fitted state as plain arrays (for ``np.savez``; no pickle)."""

@@ -291,3 +291,25 @@ def test_public_names_match_all():
     assert classes <= exported
     for name in exported:
         assert repr(getattr(stream_pkg, name))
+
+
+def test_stream_uses_the_reference_random_feature_draw(world32, ref32):
+    """One source of truth: the stream's random Fourier features are the reference's frozen
+    draw (the batch check's large-n features), extended by seeded draws only beyond it."""
+    from embdrift.stats.twosample import random_fourier_features
+
+    drawn = ref32.rff_frequencies.shape[1]
+    x = _rows(world32, 300, 5)
+    same = StreamBasis(ref32, n_frequencies=drawn, n_projections=4)
+    batch = random_fourier_features(x, ref32.rff_frequencies, center=ref32.projection.mean_)
+    sketch = RFFMeanSketch(same).update(x)
+    np.testing.assert_allclose(sketch.feature_sum, batch.sum(axis=0), rtol=1e-5, atol=1e-4)
+    fewer = StreamBasis(ref32, n_frequencies=drawn // 4, n_projections=4)
+    np.testing.assert_array_equal(fewer._freq, same._freq[: drawn // 4])
+    more = [StreamBasis(ref32, n_frequencies=2 * drawn, n_projections=4, seed=s) for s in (0, 1)]
+    for basis in more:
+        np.testing.assert_array_equal(basis._freq[:drawn], same._freq)
+    assert not np.array_equal(more[0]._freq[drawn:], more[1]._freq[drawn:])
+    # The extra frequencies come from the kernel's spectral density N(0, h^-2 I).
+    extra = more[0]._freq[drawn:] * ref32.bandwidth
+    assert abs(extra.std() - 1.0) < 0.05 and abs(extra.mean()) < 0.05

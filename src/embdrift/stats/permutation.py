@@ -30,10 +30,23 @@ def permutation_masks(
 ) -> np.ndarray:
     """Assignments (B + 1, N) as float32 0/1: row 0 is the observed split (reference rows
     first), rows 1..B are uniform random splits with the same group sizes. (float32 holds
-    counts exactly up to 2**24 rows and halves the memory of the large-n path.)"""
-    observed = np.concatenate([np.ones(n_reference), np.zeros(n_current)]).astype(np.float32)
-    shuffled = rng.permuted(np.tile(observed, (n_permutations, 1)), axis=1)
-    return np.vstack([observed, shuffled])
+    counts exactly up to 2**24 rows and halves the memory of the large-n path.)
+
+    Each random row marks a uniform random subset of the smaller group's size, drawn without
+    replacement (``Generator.choice``), so only min(n, m) positions are drawn and written per
+    row rather than all N of a full shuffle.
+    """
+    n_pooled = n_reference + n_current
+    smaller_is_reference = n_reference <= n_current
+    size = n_reference if smaller_is_reference else n_current
+    masks = np.empty((n_permutations + 1, n_pooled), dtype=np.float32)
+    masks[0, :n_reference] = 1.0
+    masks[0, n_reference:] = 0.0
+    masks[1:] = 0.0 if smaller_is_reference else 1.0
+    mark = np.float32(1.0 if smaller_is_reference else 0.0)
+    for row in masks[1:]:
+        row[rng.choice(n_pooled, size, replace=False, shuffle=False)] = mark
+    return masks
 
 
 def rank_p_values(scores: np.ndarray) -> np.ndarray:

@@ -6,10 +6,16 @@ puts pooled row ``i`` on the reference side of assignment ``b``. The observed sp
 such row, and a permutation test is B random ones, so the observed value and its null come
 from the very same arithmetic. Pairwise matrices (kernel, distances) are computed once and
 reused by every assignment: one (B, N) x (N, N) product gives all within/between sums.
+
+Statistics that depend on an assignment only through column sums of per-row quantities (the
+moment, histogram, novelty and random-feature statistics) also expose their formula as
+``from_sums``, so a caller can compute the sums ``masks @ Z`` once for several of them, in row
+chunks and in float32 (:func:`column_sums`), without ever holding all of ``Z`` in memory.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 import numpy as np
@@ -25,6 +31,7 @@ __all__ = [
     "SpreadRatio",
     "TwoSampleStatistic",
     "Wasserstein1D",
+    "column_sums",
     "knn_mean_distance",
     "pairwise_sq_distances",
     "random_fourier_features",
@@ -87,10 +94,15 @@ class KernelMMD:
     Gretton et al. (2012), "A Kernel Two-Sample Test", JMLR 13, Eq. (3):
     MMD²_u = 1/(n(n-1)) Σ_{i≠j} k(x_i,x_j) + 1/(m(m-1)) Σ_{i≠j} k(y_i,y_j) − 2/(nm) Σ k(x_i,y_j).
     The diagonal of an RBF kernel is 1, so the i≠j sums are the full sums minus n (or m).
+    ``sq_distances`` (the pooled squared distances, when a caller already has them, e.g. to
+    share them with :class:`EnergyStatistic`) saves recomputing them.
     """
 
-    def __init__(self, pooled: np.ndarray, *, bandwidth: float) -> None:
-        self.kernel = np.exp(-pairwise_sq_distances(pooled) / (2.0 * bandwidth**2))
+    def __init__(
+        self, pooled: np.ndarray, *, bandwidth: float, sq_distances: np.ndarray | None = None
+    ) -> None:
+        sq = pairwise_sq_distances(pooled) if sq_distances is None else sq_distances
+        self.kernel = np.exp(-sq / (2.0 * bandwidth**2))
 
     def values(self, masks: np.ndarray) -> np.ndarray:
         n, m = _sides(masks)
@@ -118,7 +130,12 @@ class FeatureMMD:
     def values(self, masks: np.ndarray) -> np.ndarray:
         n, m = _sides(masks)
         s_x = (masks.astype(np.float32, copy=False) @ self._features).astype(np.float64)
-        s_y = self._total - s_x
+        return self.from_sums(s_x, self._total, n, m)
+
+    @staticmethod
+    def from_sums(s_x: np.ndarray, total: np.ndarray, n: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """MMD²_u (B,) from the reference-side feature sums ``s_x`` (B, D) and ``total`` (D,)."""
+        s_y = total - s_x
         xx = np.einsum("bd,bd->b", s_x, s_x)
         yy = np.einsum("bd,bd->b", s_y, s_y)
         xy = np.einsum("bd,bd->b", s_x, s_y)
@@ -127,11 +144,53 @@ class FeatureMMD:
     test_statistic = staticmethod(_identity)
 
 
-def random_fourier_features(x: np.ndarray, frequencies: np.ndarray) -> np.ndarray:
-    """[cos(xW), sin(xW)] / sqrt(J) for frequencies W (d, J), float32 (n, 2J)."""
-    proj = np.asarray(x, dtype=np.float32) @ np.asarray(frequencies, dtype=np.float32)
-    scale = np.float32(1.0 / np.sqrt(frequencies.shape[1]))
-    return np.hstack([np.cos(proj), np.sin(proj)]) * scale
+def random_fourier_features(
+    x: np.ndarray, frequencies: np.ndarray, *, center: np.ndarray | None = None
+) -> np.ndarray:
+    """[cos(x'W), sin(x'W)] / sqrt(J) for frequencies W (d, J), float32 (n, 2J).
+
+    ``x' = x − center`` when ``center`` is given: the RBF kernel is shift invariant and so is
+    φ(x)·φ(y), while centred rows keep the float32 angles small and accurate.
+    """
+    rows = np.asarray(x, dtype=np.float32)
+    if center is not None:
+        rows = rows - np.asarray(center, dtype=np.float32)
+    w = np.asarray(frequencies, dtype=np.float32)
+    half = w.shape[1]
+    out = np.empty((rows.shape[0], 2 * half), dtype=np.float32)
+    np.matmul(rows, w, out=out[:, :half])
+    np.sin(out[:, :half], out=out[:, half:])
+    np.cos(out[:, :half], out=out[:, :half])
+    out *= np.float32(1.0 / np.sqrt(half))
+    return out
+
+
+def column_sums(
+    masks: np.ndarray, chunks: Iterable[tuple[int, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reference-side sums Σ_i masks[b, i] Z[i] (B, c) and totals Σ_i Z[i] (c,), float64.
+
+    ``Z`` arrives in row chunks ``(start, Z[start:start + r])`` in pooled row order, so it is
+    never held whole. Each chunk costs one BLAS product in the chunk's dtype (float32 chunks
+    give float32 products, exact for 0/1 masks times counts, relative error ~1e-7 otherwise),
+    accumulated over chunks in float64.
+    """
+    sums: np.ndarray | None = None
+    totals: np.ndarray | None = None
+    for start, z in chunks:
+        part = masks[:, start : start + z.shape[0]]
+        if part.dtype != z.dtype:
+            part = part.astype(z.dtype)
+        product = np.asarray(part @ z, dtype=np.float64)
+        total = z.sum(axis=0, dtype=np.float64)
+        if sums is None or totals is None:
+            sums, totals = product, total
+        else:
+            sums += product
+            totals += total
+    if sums is None or totals is None:
+        raise ValueError("column_sums needs at least one chunk of rows.")
+    return sums, totals
 
 
 class OnRows:
@@ -159,11 +218,13 @@ class EnergyStatistic:
     Székely & Rizzo (2013), "Energy statistics: A class of statistics based on distances",
     J. Stat. Planning and Inference 143, Eq. (2.1), with sample means over all pairs; this is
     the convention of ``dcor.energy_distance`` and the square of ``scipy.stats.energy_distance``
-    in one dimension. ``coefficient`` gives the energy coefficient H = E / (2E‖X−Y‖) in [0, 1].
+    in one dimension. ``parts`` also gives 2E‖X−Y‖, the denominator of the energy coefficient
+    H = E / (2E‖X−Y‖) in [0, 1]. ``sq_distances`` as in :class:`KernelMMD`.
     """
 
-    def __init__(self, pooled: np.ndarray) -> None:
-        self.distances = np.sqrt(pairwise_sq_distances(pooled))
+    def __init__(self, pooled: np.ndarray, *, sq_distances: np.ndarray | None = None) -> None:
+        sq = pairwise_sq_distances(pooled) if sq_distances is None else sq_distances
+        self.distances = np.sqrt(sq)
 
     def parts(self, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(E-statistic, 2E‖X−Y‖) per assignment."""
@@ -178,44 +239,122 @@ class EnergyStatistic:
     test_statistic = staticmethod(_identity)
 
 
+#: Rows per block of the blocked prefix sum in :func:`_scan_rows`.
+_SCAN_BLOCK = 128
+#: Bytes of the working buffer of one batch of assignments in :meth:`Wasserstein1D.per_column`:
+#: small enough to stay in cache on common CPUs, large enough for long vector operations.
+_W1_BUFFER_BYTES = 16 * 2**20
+#: Rows per partial dot product of the float32 kernel (partial sums are added in float64).
+_W1_SEGMENT = 1024
+#: Above this many mask entries (B x N) the 1-D Wasserstein kernel runs in float32.
+_W1_FLOAT32_ENTRIES = 4_000_000
+
+
 class Wasserstein1D:
     """Mean over columns of the 1-D Wasserstein-1 distance between the two sides.
 
     W1(u, v) = ∫ |U(t) − V(t)| dt over the empirical CDFs (Ramdas, García Trillos & Cuturi
     (2017), "On Wasserstein two-sample testing", Entropy 19, Eq. 2). The pooled values are
-    sorted once; an assignment only changes which sorted positions are counted in which CDF,
-    so each assignment costs one cumulative sum, O(B N) per column.
+    sorted once; an assignment only changes which sorted positions are counted in which CDF.
+    With c_i the number of reference-side values among the i smallest pooled values and
+    g_i the gap between the i-th and (i+1)-th smallest,
+
+        W1 = Σ_i g_i |c_i / n − (i − c_i) / m| = N / (n m) · Σ_i g_i |c_i − i n / N|,
+
+    so each assignment costs one prefix sum over its mask in sorted order, O(B N) per column.
+
+    Notes
+    -----
+    When every assignment has the same group sizes (permutations do), ``i n / N`` is split
+    into its integer part f_i and fraction r_i: the prefix sum runs over mask − (f_i − f_{i−1})
+    (values in {−1, 0, 1}) and gives c_i − f_i exactly even in float32, and only the final
+    subtraction of r_i ∈ [0, 1) rounds. Large batches (more than 4e6 mask entries) run in float32
+    with that scheme (relative error ~1e-6, from the float32 dot product with the gaps; half
+    the memory traffic of float64); small ones in float64 (matching scipy to ~1e-14). The
+    prefix sum is blocked (:func:`_scan_rows`), since numpy's cumulative sum is a scalar
+    loop, and assignments are processed in batches whose working buffer stays near 16 MB.
     """
 
     def __init__(self, values: np.ndarray) -> None:
         cols = np.asarray(values, dtype=np.float64)
         self._cols = cols[:, None] if cols.ndim == 1 else cols
-        self._order = np.argsort(self._cols, axis=0, kind="stable")
+        # Any order among tied values gives the same W1 (the gaps between them are 0), so
+        # the faster unstable sort will do.
+        self._order = np.argsort(self._cols, axis=0)
         self._gaps = np.diff(np.take_along_axis(self._cols, self._order, axis=0), axis=0)
 
     def values(self, masks: np.ndarray) -> np.ndarray:
+        return self.per_column(masks).mean(axis=1)
+
+    def per_column(self, masks: np.ndarray) -> np.ndarray:
+        """W1 of every column (B, c) for each assignment in ``masks`` (B, N)."""
         n, m = _sides(masks)
-        # Work on the transposed assignments (N, B): gathering whole rows in sorted order is
-        # contiguous in memory, where gathering columns of (B, N) is not.
-        # Large batches run in float32 (relative error ~1e-6, half the memory traffic);
-        # small ones in float64, matching scipy to rounding.
-        dtype = np.float32 if masks.size > 4_000_000 else np.float64
-        by_row: np.ndarray = np.ascontiguousarray(masks.T, dtype=dtype)
-        scale: np.ndarray = (1.0 / n + 1.0 / m).astype(dtype)[None, :]
-        positions: np.ndarray = np.arange(1, masks.shape[1], dtype=dtype)[:, None]
-        positions = positions / m.astype(dtype)[None, :]
-        total = np.zeros(masks.shape[0])
-        for j in range(self._cols.shape[1]):
-            counts: np.ndarray = by_row[self._order[:-1, j]]
-            np.cumsum(counts, axis=0, out=counts)
-            # F_ref - F_cur at each sorted position: c/n - (i - c)/m = c (1/n + 1/m) - i/m
-            counts *= scale
-            counts -= positions
-            np.abs(counts, out=counts)
-            total += self._gaps[:, j] @ counts
-        return total / self._cols.shape[1]
+        n_rows, n_pooled = masks.shape
+        n_cols = self._cols.shape[1]
+        out = np.zeros((n_rows, n_cols))
+        if n_pooled < 2:
+            return out
+        constant = bool(np.all(n == n[0])) and 0 < n[0] < n_pooled
+        dtype = np.float32 if constant and masks.size > _W1_FLOAT32_ENTRIES else np.float64
+        length = n_pooled - 1
+        block = min(_SCAN_BLOCK, length)
+        padded = -(-length // block) * block
+        gaps = np.zeros((n_cols, 1, padded), dtype=dtype)
+        gaps[:, 0, :length] = self._gaps.T
+        order = self._order[:-1]  # (N - 1, c): sorted position -> pooled row, per column
+        position = np.arange(1, length + 1, dtype=np.int64)
+        if constant:
+            # i n / N = f_i + r_i: subtract the steps of f_i before the prefix sum (exact
+            # integers), the fraction r_i after it.
+            n_ref = int(round(n[0]))
+            floor = position * n_ref // n_pooled
+            steps = np.zeros((padded, 1, 1), dtype=dtype)
+            steps[:length, 0, 0] = np.diff(floor, prepend=0)
+            fraction = np.zeros((padded, 1, 1), dtype=dtype)
+            fraction[:length, 0, 0] = (position * n_ref - floor * n_pooled) / n_pooled
+        entry = np.dtype(dtype).itemsize
+        batch = max(1, min(n_rows, _W1_BUFFER_BYTES // (n_cols * padded * entry)))
+        for b0 in range(0, n_rows, batch):
+            b1 = min(n_rows, b0 + batch)
+            by_row = np.ascontiguousarray(masks[b0:b1].T, dtype=dtype)  # (N, w)
+            # work[i, j, b]: mask of assignment b at the i-th smallest value of column j.
+            work = np.empty((padded, n_cols, b1 - b0), dtype=dtype)
+            # mode="clip" avoids the buffered copy of mode="raise"; indices are in range.
+            np.take(by_row, order, axis=0, out=work[:length], mode="clip")
+            work[length:] = 0
+            if constant:
+                work -= steps
+                _scan_rows(work, block)
+                work -= fraction
+            else:
+                _scan_rows(work, block)
+                # c_i (1/n + 1/m) − i/m per assignment
+                work *= (1.0 / n[b0:b1] + 1.0 / m[b0:b1])[None, None, :]
+                work[:length] -= (position[:, None] / m[None, b0:b1])[:, None, :]
+            np.abs(work, out=work)
+            # Σ_i g_i |.|, in segments of rows summed in float64: a float32 dot product over
+            # all N rows would lose ~sqrt(N) ulps.
+            for s0 in range(0, padded, _W1_SEGMENT):
+                rows = work[s0 : s0 + _W1_SEGMENT].transpose(1, 0, 2)  # (c, rows, w)
+                out[b0:b1] += np.matmul(gaps[:, :, s0 : s0 + _W1_SEGMENT], rows)[:, 0, :].T
+        if constant:
+            out *= n_pooled / (n[0] * m[0])
+        return out
 
     test_statistic = staticmethod(_identity)
+
+
+def _scan_rows(work: np.ndarray, block: int) -> None:
+    """In-place inclusive prefix sum along axis 0 of ``work`` (L, ...), L a multiple of
+    ``block``: prefix sums inside blocks of rows as ``block`` vector additions over all blocks
+    at once (numpy's cumulative sum is a scalar loop), then the running block totals added to
+    the blocks after them."""
+    blocks = work.reshape(work.shape[0] // block, block, -1)
+    for t in range(1, block):
+        np.add(blocks[:, t], blocks[:, t - 1], out=blocks[:, t])
+    if blocks.shape[0] > 1:
+        carry = np.cumsum(blocks[:-1, block - 1], axis=0)
+        blocks[1:] += carry[:, None, :]
 
 
 class HistogramDivergence:
@@ -235,13 +374,29 @@ class HistogramDivergence:
         self._onehot[np.arange(bin_index.size), bin_index] = 1.0
 
     def values(self, masks: np.ndarray) -> np.ndarray:
-        n, m = (side[:, None] for side in _sides(masks))
+        n, m = _sides(masks)
         ref_counts = masks @ self._onehot
-        cur_counts = self._onehot.sum(axis=0) - ref_counts
-        n_bins = self._onehot.shape[1]
-        p = (ref_counts + self.smoothing) / (n + n_bins * self.smoothing)
-        q = (cur_counts + self.smoothing) / (m + n_bins * self.smoothing)
-        if self.kind == "kl":
+        return self.from_counts(
+            ref_counts, self._onehot.sum(axis=0), n, m, kind=self.kind, smoothing=self.smoothing
+        )
+
+    @staticmethod
+    def from_counts(
+        ref_counts: np.ndarray,
+        total_counts: np.ndarray,
+        n: np.ndarray,
+        m: np.ndarray,
+        *,
+        kind: str,
+        smoothing: float,
+    ) -> np.ndarray:
+        """The divergence (B,) from reference-side bin counts (B, n_bins) and pooled totals."""
+        n, m = n[:, None], m[:, None]
+        cur_counts = total_counts - ref_counts
+        n_bins = ref_counts.shape[1]
+        p = (ref_counts + smoothing) / (n + n_bins * smoothing)
+        q = (cur_counts + smoothing) / (m + n_bins * smoothing)
+        if kind == "kl":
             return _kl_rows(q, p)
         mid = 0.5 * (p + q)
         return 0.5 * _kl_rows(q, mid) + 0.5 * _kl_rows(p, mid)
@@ -270,8 +425,12 @@ class MeanDifference:
 
     def values(self, masks: np.ndarray) -> np.ndarray:
         n, m = _sides(masks)
-        ref_sum = masks @ self._scores
-        return (self._total - ref_sum) / m - ref_sum / n
+        return self.from_sums(masks @ self._scores, self._total, n, m)
+
+    @staticmethod
+    def from_sums(ref_sum: np.ndarray, total: float, n: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """Current mean minus reference mean (B,) from reference-side sums (B,) and the total."""
+        return (total - ref_sum) / m - ref_sum / n
 
     test_statistic = staticmethod(_identity)
 
@@ -317,9 +476,15 @@ class MeanShift:
         self._total = self._scores.sum(axis=0)
 
     def values(self, masks: np.ndarray) -> np.ndarray:
-        n, m = (side[:, None] for side in _sides(masks))
-        ref_sum = masks @ self._scores
-        diff = (self._total - ref_sum) / m - ref_sum / n
+        n, m = _sides(masks)
+        return self.from_sums(masks @ self._scores, self._total, n, m)
+
+    @staticmethod
+    def from_sums(
+        ref_sum: np.ndarray, total: np.ndarray, n: np.ndarray, m: np.ndarray
+    ) -> np.ndarray:
+        """‖mean_cur − mean_ref‖ (B,) from reference-side column sums (B, k) and totals (k,)."""
+        diff = (total - ref_sum) / m[:, None] - ref_sum / n[:, None]
         return np.sqrt(np.einsum("bk,bk->b", diff, diff))
 
     test_statistic = staticmethod(_identity)
@@ -339,11 +504,24 @@ class SpreadRatio:
         self._total_sq = self._squares.sum(axis=0)
 
     def values(self, masks: np.ndarray) -> np.ndarray:
-        n, m = (side[:, None] for side in _sides(masks))
+        n, m = _sides(masks)
         ref_sum = masks @ self._scores
         ref_sq = masks @ self._squares
-        cur_sum = self._total - ref_sum
-        cur_sq = self._total_sq - ref_sq
+        return self.from_sums(ref_sum, self._total, ref_sq, self._total_sq, n, m)
+
+    @staticmethod
+    def from_sums(
+        ref_sum: np.ndarray,
+        total: np.ndarray,
+        ref_sq: np.ndarray,
+        total_sq: np.ndarray,
+        n: np.ndarray,
+        m: np.ndarray,
+    ) -> np.ndarray:
+        """The ratio (B,) from reference-side sums and sums of squares (B, k) and totals (k,)."""
+        n, m = n[:, None], m[:, None]
+        cur_sum = total - ref_sum
+        cur_sq = total_sq - ref_sq
         ref_var = ((ref_sq - ref_sum**2 / n) / (n - 1)).sum(axis=1)
         cur_var = ((cur_sq - cur_sum**2 / m) / (m - 1)).sum(axis=1)
         tiny = np.finfo(np.float64).tiny

@@ -53,19 +53,24 @@ class StreamBasis:
         residual scale are taken from it, never refitted.
     n_frequencies : int
         Number of random frequencies D; the feature map has 2D coordinates
-        ``phi(x) = D^{-1/2} [cos(W x), sin(W x)]`` (default 512, i.e. 1,024 random features).
+        ``phi(x) = D^{-1/2} [cos(W x), sin(W x)]`` (default 512, i.e. 1,024 random features,
+        the size of the reference's own draw).
     n_projections : int
         Number of 1-D projections sketched by quantiles (default 16): the reference's top-k
         principal components first, then seeded random unit directions orthogonal to them
         (the reference keeps k components; these extra directions watch the rest of the
         space). Capped at the embedding dimension.
     seed : int
-        Seeds the frequencies and the extra directions.
+        Seeds the extra directions, and the frequencies beyond the reference's draw.
 
     Notes
     -----
-    Frequencies are drawn ``w ~ N(0, h^{-2} I_d)``, the spectral density of the RBF kernel
-    ``k(x, y) = exp(-||x - y||^2 / (2 h^2))``, so ``E_w[phi(x) . phi(y)] = k(x, y)`` (Rahimi &
+    The frequencies are the reference's frozen draw (:attr:`Reference.rff_frequencies`,
+    ``w ~ N(0, h^{-2} I_d)`` drawn once at fit, the spectral density of the RBF kernel
+    ``k(x, y) = exp(-||x - y||^2 / (2 h^2))``), so the stream and the batch check's large-n
+    path use one set of random features: its first D columns when D is at most the
+    reference's J, all J plus D − J more drawn here from the same distribution (seeded)
+    otherwise. Then ``E_w[phi(x) . phi(y)] = k(x, y)`` (Rahimi &
     Recht (2007), "Random Features for Large-Scale Kernel Machines", NIPS 20, Alg. 1, with the
     [cos, sin] pair of Sutherland & Schneider (2015), "On the Error of Random Fourier Features",
     UAI, Eq. 2). Because ``||phi(x)||^2 = 1`` exactly, the diagonal of the approximate kernel
@@ -98,10 +103,15 @@ class StreamBasis:
         self.seed = check_int(seed, name="seed", low=0)
         pca = reference.projection
         d = pca.dim
+        drawn = np.asarray(reference.rff_frequencies, dtype=np.float64).T  # (J, d)
+        freq = drawn[: self.n_frequencies]
+        if self.n_frequencies > drawn.shape[0]:
+            more = np.random.default_rng([self.seed, 0xF4E9]).normal(
+                size=(self.n_frequencies - drawn.shape[0], d)
+            )
+            freq = np.vstack([freq, more / reference.bandwidth])
+        self._freq = freq
         rng = np.random.default_rng([self.seed, 0x5EED])
-        self._freq = (rng.normal(size=(self.n_frequencies, d)) / reference.bandwidth).astype(
-            np.float64
-        )
         comps = np.asarray(pca.components_, dtype=np.float64)
         k = comps.shape[0]
         n_proj = min(self.n_projections, d)
@@ -125,14 +135,16 @@ class StreamBasis:
         self._components = np.asarray(reference.outer_projection.components_, dtype=np.float64)
         self._mean64 = np.asarray(pca.mean_, dtype=np.float64)
         self._mean32 = self._mean64.astype(np.float32)
-        # One (d, D + p) float32 matrix: the per-batch product computes angles and projections.
+        # One (d, D + p + outer PCs) float32 matrix: the per-batch product computes angles and
+        # projections.
         self._matrix = np.ascontiguousarray(
             np.hstack([self._freq.T, (directions / scales[:, None]).T, self._components.T]),
             dtype=np.float32,
         )
-        h = hashlib.sha256(
-            f"{reference.reference_id}:{self.n_frequencies}:{n_proj}:{self.seed}".encode()
-        )
+        # The tag names the frequency source, so states saved by a basis that drew its own
+        # frequencies (before they came from the reference) are refused, not misread.
+        tag = f"{reference.reference_id}:{self.n_frequencies}:{n_proj}:{self.seed}:rff=reference"
+        h = hashlib.sha256(tag.encode())
         self.basis_id = f"{reference.reference_id}/{h.hexdigest()[:8]}"
 
     # ------------------------------------------------------------------ properties

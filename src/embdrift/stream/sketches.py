@@ -525,10 +525,12 @@ class ProjectionQuantiles:
         return self._update(self.basis.features(batch))
 
     def _update(self, features: BatchFeatures) -> ProjectionQuantiles:
-        cols = np.ascontiguousarray(features.projections.T)
+        # Each batch is offered sorted: KLL's guarantee holds for any order of the stream, and
+        # its compactions (which sort their buffers) run about twice as fast on sorted runs.
+        cols = np.sort(features.projections.T, axis=1)
         for sketch, column in zip(self._sketches[:-1], cols, strict=True):
             sketch._sketch.update(column)
-        self._sketches[-1]._sketch.update(np.ascontiguousarray(features.residuals))
+        self._sketches[-1]._sketch.update(np.sort(features.residuals))
         self._count += features.n_rows
         return self
 

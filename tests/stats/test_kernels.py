@@ -1,0 +1,118 @@
+"""The fast kernels behind the permutation tests, each against an independent reference: the
+blocked 1-D Wasserstein kernel (float64 and float32 paths) against scipy, chunked column sums
+against one float64 product, the subset-drawn permutation masks against uniformity, and the
+large-n path's statistics against the exact path's on the same rows and assignments."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from embdrift import Reference
+from embdrift.projection import FrozenPCA
+from embdrift.stats.permutation import permutation_masks
+from embdrift.stats.twosample import (
+    FeatureMMD,
+    Wasserstein1D,
+    column_sums,
+    random_fourier_features,
+)
+from embdrift.synthetic import make_scenario
+
+
+def _scipy_w1(cols: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    on = mask == 1
+    return np.array(
+        [scipy.stats.wasserstein_distance(cols[on, j], cols[~on, j]) for j in range(cols.shape[1])]
+    )
+
+
+@pytest.mark.parametrize(("n", "m", "perms"), [(3, 4, 5), (40, 70, 30), (9000, 16000, 199)])
+def test_wasserstein_kernel_matches_scipy_on_every_path(n: int, m: int, perms: int) -> None:
+    rng = np.random.default_rng(n)
+    cols = rng.normal(size=(n + m, 3))
+    cols[1::5] = cols[0]  # ties
+    masks = permutation_masks(n, m, perms, rng)
+    got = Wasserstein1D(cols).per_column(masks)
+    # 9000 + 16000 rows x 200 assignments is above the float32 threshold: relative ~1e-7.
+    rel = 1e-6 if masks.size > 4_000_000 else 1e-12
+    for b in (0, 1, perms):
+        np.testing.assert_allclose(got[b], _scipy_w1(cols, masks[b]), rtol=rel)
+
+
+def test_wasserstein_kernel_with_unequal_group_sizes_matches_scipy() -> None:
+    # Assignments with different group sizes per row (as on a label-independent subsample).
+    rng = np.random.default_rng(5)
+    cols = rng.exponential(size=(300, 2))
+    masks = (rng.random((6, 300)) < rng.uniform(0.2, 0.8, size=(6, 1))).astype(np.float32)
+    got = Wasserstein1D(cols).per_column(masks)
+    for b in range(6):
+        np.testing.assert_allclose(got[b], _scipy_w1(cols, masks[b]), rtol=1e-12)
+
+
+def test_column_sums_in_chunks_equal_one_product() -> None:
+    rng = np.random.default_rng(1)
+    masks = permutation_masks(70, 130, 40, rng)
+    z = rng.normal(size=(200, 7))
+    chunks = ((i, z[i : i + 33]) for i in range(0, 200, 33))
+    sums, totals = column_sums(masks, chunks)
+    np.testing.assert_allclose(sums, masks.astype(np.float64) @ z, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(totals, z.sum(axis=0), rtol=1e-12)
+    z32 = z.astype(np.float32)
+    sums32, _ = column_sums(masks, ((i, z32[i : i + 64]) for i in range(0, 200, 64)))
+    np.testing.assert_allclose(sums32, masks.astype(np.float64) @ z32, rtol=1e-5, atol=1e-5)
+
+
+def test_permutation_masks_draw_every_split_uniformly() -> None:
+    # 2 of 6 rows on the reference side: 15 possible splits, 30,000 draws; and the smaller
+    # side may be either group.
+    for n, m in ((2, 4), (4, 2)):
+        masks = permutation_masks(n, m, 30_000, np.random.default_rng(7))[1:]
+        assert (masks.sum(axis=1) == n).all()
+        splits = {s: i for i, s in enumerate(itertools.combinations(range(6), n))}
+        counts = np.bincount(
+            [splits[tuple(np.flatnonzero(row))] for row in masks], minlength=len(splits)
+        )
+        assert scipy.stats.chisquare(counts).pvalue > 1e-3
+
+
+def test_truncated_projection_equals_a_direct_fit() -> None:
+    x, _ = make_scenario("none", n_reference=300, dim=24, seed=2)
+    previous = FrozenPCA(n_components=5).fit(-x[::-1] + 0.01)
+    base = FrozenPCA(n_components=12).fit(x)
+    for k, align in ((5, None), (5, previous), (12, None)):
+        direct = FrozenPCA(n_components=k).fit(x, align_to=align)
+        cut = base.truncated(k, align_to=align)
+        np.testing.assert_allclose(cut.components_, direct.components_, atol=1e-10)
+        np.testing.assert_allclose(cut.scale_, direct.scale_, rtol=1e-10)
+        np.testing.assert_allclose(cut.explained_variance_, direct.explained_variance_)
+        assert cut.total_variance_ == pytest.approx(direct.total_variance_)
+    with pytest.raises(ValueError, match="truncate"):
+        base.truncated(13)
+
+
+def test_large_n_statistics_equal_the_exact_path_on_the_same_assignments() -> None:
+    """The large-n path (chunked float32 sums, cached reference rows) computes the same
+    moment, histogram, novelty and 1-D statistics as the exact path (float64, all rows at once);
+    its random-feature MMD equals FeatureMMD on the whole feature matrix."""
+    ref_rows, cur = make_scenario("mix_shift", n_reference=900, n_current=500, seed=3)
+    ref = Reference.fit(ref_rows, seed=0)
+    rng = np.random.default_rng(0)
+    masks = permutation_masks(ref.sample.shape[0], cur.shape[0], 30, rng)
+    cur32 = cur.astype(np.float32)
+    rows = type(ref._test_rows).join(ref._test_rows, ref._rows(cur32))
+    names = [n for n in ref._metric_names(None) if n != "energy"]
+    large, _ = ref._evaluate(names, cur32, rows, masks, exact=False, rng=rng)
+    exact, _ = ref._evaluate(names, cur32, rows, masks, exact=True, rng=rng)
+    for name in names:
+        if name == "mmd":
+            continue
+        np.testing.assert_allclose(large[name], exact[name], rtol=2e-5, err_msg=name)
+    pooled = np.vstack([ref.sample, cur32])
+    features = random_fourier_features(pooled, ref.rff_frequencies, center=ref.projection.mean_)
+    np.testing.assert_allclose(
+        large["mmd"], FeatureMMD(features).values(masks), rtol=1e-4, atol=1e-7
+    )
