@@ -163,36 +163,41 @@ def test_stream_false_alarms_and_power_against_the_batch_check():
     assert stream_power >= batch_power - 0.10, (stream_power, batch_power)
 
 
-def _real_text_setup(real_text):
+def _real_text_setup(real_text, seed=0):
     emb, section = real_text["embeddings"], real_text["section"]
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     mix = ["python", "libs", "devel", "doc", "utils", "net", "games", "science"]
     pool_ref, pool_test = [], []
     for name in mix:  # the data README's scenario: 50/50 pools per section, no row in both
         rows = rng.permutation(np.flatnonzero(section == name))
         pool_ref.append(rows[: rows.size // 2])
         pool_test.append(rows[rows.size // 2 :])
-    ref = Reference.fit(emb[np.concatenate(pool_ref)], seed=0)
+    ref = Reference.fit(emb[np.concatenate(pool_ref)], seed=seed)
     return emb, np.concatenate(pool_test), np.flatnonzero(section == "rust"), ref, rng
 
 
 @pytest.mark.slow
 def test_stream_on_real_text_keeps_its_false_alarm_rate(real_text):
-    emb, test_rows, _, ref, rng = _real_text_setup(real_text)
-    m = 300
-    mon = StreamMonitor(ref, window=m, n_calibration=199, reservoir_size=0)
-    null = [
-        mon.test(
-            SketchSet(mon.basis, reservoir_size=0).update(
-                emb[rng.choice(test_rows, m, replace=False)]
-            )
-        ).drifted
-        for _ in range(150)
-    ]
-    lo, hi = scipy.stats.binom.interval(0.99, len(null), ALPHA)
-    print(f"real text, one reference, m={m}: stream false alarms {np.mean(null):.3f} ({len(null)})")
-    # One fixed reference: the level holds on average over references (docs/streaming.md).
-    assert lo <= sum(null) <= hi, np.mean(null)
+    # The level holds on average over references; one fixed reference has its own rate
+    # (docs/streaming.md), so the null windows are spread over four references.
+    m, null = 300, []
+    for seed in range(4):
+        emb, test_rows, _, ref, rng = _real_text_setup(real_text, seed)
+        mon = StreamMonitor(ref, window=m, n_calibration=199, reservoir_size=0, seed=seed)
+        null += [
+            mon.test(
+                SketchSet(mon.basis, reservoir_size=0).update(
+                    emb[rng.choice(test_rows, m, replace=False)]
+                )
+            ).drifted
+            for _ in range(75)
+        ]
+    _, hi = scipy.stats.binom.interval(0.99, len(null), ALPHA)
+    print(f"real text, 4 references, m={m}: stream false alarms {np.mean(null):.3f} ({len(null)})")
+    # One-sided: a row-level split of this data puts near-duplicate descriptions (libfoo1,
+    # libfoo-dev) in the reference and in the windows, so windows sit closer to the reference
+    # than fresh rows would and the test is conservative here (about 0.02; docs/streaming.md).
+    assert sum(null) <= hi, np.mean(null)
 
 
 @pytest.mark.slow
