@@ -19,7 +19,13 @@ from embdrift.results import DriftResult
 from embdrift.store import DEFAULT_STORE
 
 __all__ = [
+    "AlphaWindowOption",
+    "CalibrationOption",
+    "ConsecutiveOption",
+    "StepOption",
     "StoreOption",
+    "StreamSeedOption",
+    "WindowOption",
     "err_console",
     "exits_on_error",
     "out_console",
@@ -34,6 +40,21 @@ R = TypeVar("R")
 #: ``--json`` output stays machine-readable.
 out_console = Console()
 err_console = Console(stderr=True)
+
+# The monitor options shared by ``embdrift stream`` and ``embdrift serve``.
+WindowOption = Annotated[
+    str, typer.Option(help="Window: rows (1000) or a duration (30min, 1h, 1d).")
+]
+StepOption = Annotated[
+    str | None,
+    typer.Option(help="Distance between windows (divides --window); default: tumbling."),
+]
+AlphaWindowOption = Annotated[float, typer.Option(help="Level of each window's test.")]
+ConsecutiveOption = Annotated[
+    int, typer.Option(help="Drifted windows in a row that raise the alert.")
+]
+CalibrationOption = Annotated[int, typer.Option(help="Null replicates per window size.")]
+StreamSeedOption = Annotated[int, typer.Option(help="Seed of sketches and calibration.")]
 
 StoreOption = Annotated[
     Path,

@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from embdrift.cli._common import err_console, exits_on_error
+from embdrift.cli._common import (
+    AlphaWindowOption,
+    CalibrationOption,
+    ConsecutiveOption,
+    StepOption,
+    StreamSeedOption,
+    WindowOption,
+    err_console,
+    exits_on_error,
+)
 from embdrift.cli._stream import parse_span
 from embdrift.errors import InvalidParameterError, MissingExtraError
 from embdrift.reference import Reference
@@ -64,20 +73,13 @@ def serve(
         Path,
         typer.Option(help="Write-ahead logs and checkpoints; restarts resume from here."),
     ] = Path(".embdrift") / "serve-state",
-    window: Annotated[
-        str, typer.Option(help="Window: rows (1000) or a duration (30min, 1h, 1d).")
-    ] = "1000",
-    step: Annotated[
-        str | None,
-        typer.Option(help="Distance between windows (divides --window); default: tumbling."),
-    ] = None,
-    alpha: Annotated[float, typer.Option(help="Level of each window's test.")] = 0.05,
-    consecutive: Annotated[
-        int, typer.Option(help="Drifted windows in a row that raise the alert.")
-    ] = 1,
-    calibration: Annotated[int, typer.Option(help="Null replicates per window size.")] = 500,
+    window: WindowOption = "1000",
+    step: StepOption = None,
+    alpha: AlphaWindowOption = 0.05,
+    consecutive: ConsecutiveOption = 1,
+    calibration: CalibrationOption = 500,
     reservoir_size: Annotated[int, typer.Option(help="Sample rows kept per window.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of sketches and calibration.")] = 0,
+    seed: StreamSeedOption = 0,
     explain: Annotated[
         bool, typer.Option(help="Explain each closed window (new clusters, examples).")
     ] = True,

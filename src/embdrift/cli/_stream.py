@@ -13,7 +13,13 @@ from rich.table import Table
 
 from embdrift.cli._common import (
     DEFAULT_STORE_PATH,
+    AlphaWindowOption,
+    CalibrationOption,
+    ConsecutiveOption,
+    StepOption,
     StoreOption,
+    StreamSeedOption,
+    WindowOption,
     exits_on_error,
     out_console,
     progress,
@@ -67,20 +73,13 @@ def stream(
     reference: Annotated[
         Path, typer.Option("--reference", "-r", help="Reference file from 'reference build'.")
     ],
-    window: Annotated[
-        str, typer.Option(help="Window: rows (1000) or a duration (30min, 1h, 1d).")
-    ] = "1000",
-    step: Annotated[
-        str | None,
-        typer.Option(help="Distance between windows (divides --window); default: tumbling."),
-    ] = None,
-    alpha: Annotated[float, typer.Option(help="Level of each window's test.")] = 0.05,
-    consecutive: Annotated[
-        int, typer.Option(help="Drifted windows in a row that raise the alert.")
-    ] = 1,
+    window: WindowOption = "1000",
+    step: StepOption = None,
+    alpha: AlphaWindowOption = 0.05,
+    consecutive: ConsecutiveOption = 1,
     batch_size: Annotated[int, typer.Option(help="Rows per update() while replaying.")] = 1000,
-    calibration: Annotated[int, typer.Option(help="Null replicates per window size.")] = 500,
-    seed: Annotated[int, typer.Option(help="Seed of sketches and calibration.")] = 0,
+    calibration: CalibrationOption = 500,
+    seed: StreamSeedOption = 0,
     name: Annotated[
         str, typer.Option("--stream", help="Stream name the windows are stored under.")
     ] = "stream",
