@@ -38,7 +38,6 @@ from embdrift.errors import (
     InvalidBodyError,
     OverloadedError,
     StateFormatError,
-    TimestampOrderError,
     UnknownStreamError,
 )
 from embdrift.explain import Explanation, explain
@@ -53,7 +52,7 @@ from embdrift.serve.batch import (
     record_from_bytes,
 )
 from embdrift.serve.wal import WriteAheadLog, read_checkpoint
-from embdrift.stream.monitor import StreamMonitor, WindowResult
+from embdrift.stream.monitor import StreamMonitor, WindowResult, check_time_order
 from embdrift.stream.sketchset import SketchSet
 
 __all__ = [
@@ -677,21 +676,8 @@ class StreamRegistry:
 
     @staticmethod
     def _check_timestamps(stream: _Stream, ts: np.ndarray | None) -> None:
-        if ts is None:
-            return
-        back = np.flatnonzero(np.diff(ts) < 0)
-        if back.size:
-            raise TimestampOrderError(
-                f"'timestamps' must be non-decreasing; row {int(back[0]) + 1} is earlier than"
-                f" row {int(back[0])}. Sort the batch by time before posting it."
-            )
-        if stream.last_ts is not None and ts[0] < stream.last_ts:
-            raise TimestampOrderError(
-                f"'timestamps' start at {np.datetime64(int(ts[0]), 'ns')}, before the last"
-                f" timestamp stream {stream.name!r} already saw"
-                f" ({np.datetime64(stream.last_ts, 'ns')}). Late rows cannot join closed"
-                " windows; drop them or send batches in time order."
-            )
+        if ts is not None:
+            check_time_order(ts, stream.last_ts)
 
     # ------------------------------------------------------------------ applying
     def _apply(self, stream: _Stream, batch: Batch, received: float) -> int:

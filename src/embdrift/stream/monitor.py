@@ -44,9 +44,26 @@ from embdrift.stream.statistics import (
     sketch_statistics,
 )
 
-__all__ = ["StreamMonitor", "WindowResult"]
+__all__ = ["StreamMonitor", "WindowResult", "check_time_order"]
 
 _NS = 1_000_000_000
+
+
+def check_time_order(ts: np.ndarray, last_ts: int | None) -> None:
+    """Raise :class:`TimestampOrderError` unless ``ts`` (int64 ns) is non-decreasing and starts
+    at or after ``last_ts``, the last timestamp the stream has seen (None: nothing yet)."""
+    back = np.flatnonzero(np.diff(ts) < 0)
+    if back.size:
+        raise TimestampOrderError(
+            f"'timestamps' must be non-decreasing; row {int(back[0]) + 1} is earlier than"
+            f" row {int(back[0])}. Sort the batch by time before sending it."
+        )
+    if last_ts is not None and ts.size and ts[0] < last_ts:
+        raise TimestampOrderError(
+            f"'timestamps' start at {np.datetime64(int(ts[0]), 'ns')}, before the last"
+            f" timestamp already seen ({np.datetime64(last_ts, 'ns')}). Late rows cannot join"
+            " closed windows; drop them or send the stream in time order."
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,18 +365,7 @@ class StreamMonitor:
                 f"The 'timestamps' parameter must be datetime64 or numeric seconds since the"
                 f" epoch; got dtype {raw.dtype}."
             )
-        back = np.flatnonzero(np.diff(ts) < 0)
-        if back.size:
-            raise TimestampOrderError(
-                f"'timestamps' must be non-decreasing; row {int(back[0]) + 1} is earlier than"
-                f" row {int(back[0])}. Sort the batch by time before update()."
-            )
-        if self._last_ts is not None and ts[0] < self._last_ts:
-            raise TimestampOrderError(
-                f"'timestamps' start at {np.datetime64(int(ts[0]), 'ns')}, before the last"
-                f" timestamp already seen ({np.datetime64(self._last_ts, 'ns')}). Late rows"
-                " cannot join closed windows; drop them or replay the stream in order."
-            )
+        check_time_order(ts, self._last_ts)
         return ts
 
     def _update_count(self, x: np.ndarray, ids: np.ndarray) -> None:
