@@ -15,6 +15,7 @@ __all__ = [
     "FileFormatError",
     "IdMismatchError",
     "IncompatibleSketchError",
+    "InflightLimitError",
     "InsufficientDataError",
     "InvalidBodyError",
     "InvalidEmbeddingsError",
@@ -146,6 +147,11 @@ class UnauthorizedError(EmbdriftError, PermissionError):
 
 class OverloadedError(EmbdriftError, RuntimeError):
     """The service cannot take the request now (stream limit reached, stream busy)."""
+
+
+class InflightLimitError(OverloadedError):
+    """More write requests in flight than the service admits (``--max-inflight``): refused at
+    once, before the body is read, with HTTP 503 and ``Retry-After``."""
 
 
 class UnsafeBindError(EmbdriftError, ValueError):

@@ -97,6 +97,13 @@ def serve(
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 32 << 20,
     max_rows: Annotated[int, typer.Option(help="Most rows per ingest request.")] = 10_000,
     max_streams: Annotated[int, typer.Option(help="Most streams.")] = 64,
+    max_inflight: Annotated[
+        int,
+        typer.Option(
+            help="Most write requests handled at a time; one more is refused at once with"
+            " HTTP 503 and Retry-After (nothing read, nothing written).",
+        ),
+    ] = 16,
     checkpoint_every: Annotated[
         int, typer.Option(help="Log records between checkpoints of a stream.")
     ] = 100,
@@ -143,6 +150,7 @@ def serve(
         max_body_bytes=max_body_bytes,
         max_rows=max_rows,
         max_streams=max_streams,
+        max_inflight=max_inflight,
         checkpoint_every=checkpoint_every,
     )
     app = create_app(config)

@@ -10,7 +10,15 @@ OpenAPI document at ``/openapi.json``. ``GET /`` (the live page) is a router of 
 the ``require_read`` / ``require_write`` dependencies), ``prometheus`` (the
 ``CollectorRegistry``) and ``metrics`` (:class:`~embdrift.serve.metrics.ServeMetrics`).
 
-Every embdrift error becomes a 4xx JSON answer ``{"error": kind, "detail": message}`` where
+Back-pressure: at most ``config.max_inflight`` write requests (ingest and outcomes) are
+admitted at a time; one more is refused at once, before its body is read, with HTTP 503
+``{"error": "overloaded"}`` and ``Retry-After``, and writes nothing. A stream that stays busy
+longer than ``config.lock_timeout`` gives HTTP 429 with ``Retry-After``. So the work queued in
+the process is bounded (``max_inflight`` bodies of at most ``max_body_bytes``) however many
+clients push, and readers (``/metrics``, GET endpoints) still find a worker thread and read
+the published snapshots without waiting for a stream (:mod:`embdrift.serve.snapshot`).
+
+Every embdrift error becomes a 4xx (or 503) JSON answer ``{"error": kind, "detail": message}`` where
 ``kind`` is one of the ``reason`` values of ``embdrift_rejected_batches_total`` and the message
 names the problem and the fix; a rejected request changes nothing and logs nothing.
 """
@@ -18,8 +26,8 @@ names the problem and the fix; a rejected request changes nothing and logs nothi
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -34,6 +42,7 @@ from embdrift.errors import (
     DimensionMismatchError,
     EmbdriftError,
     EmbeddingTypeError,
+    InflightLimitError,
     InsufficientDataError,
     InvalidBodyError,
     InvalidEmbeddingsError,
@@ -53,7 +62,7 @@ from embdrift.serve.registry import StreamRegistry
 from embdrift.serve.sink import StoreSink
 from embdrift.store import Store
 
-__all__ = ["ERROR_STATUS", "create_app", "error_kind", "prepare"]
+__all__ = ["ERROR_STATUS", "RETRY_AFTER_SECONDS", "create_app", "error_kind", "prepare"]
 
 #: (HTTP status, error kind) per embdrift exception type; the first match (in order) wins.
 ERROR_STATUS: tuple[tuple[type[Exception], int, str], ...] = (
@@ -61,6 +70,7 @@ ERROR_STATUS: tuple[tuple[type[Exception], int, str], ...] = (
     (PayloadTooLargeError, 413, "too_large"),
     (BadStreamNameError, 400, "bad_stream_name"),
     (UnknownStreamError, 404, "unknown_stream"),
+    (InflightLimitError, 503, "overloaded"),
     (OverloadedError, 429, "overloaded"),
     (DimensionMismatchError, 422, "dimension_mismatch"),
     (InvalidEmbeddingsError, 422, "invalid_embeddings"),
@@ -130,8 +140,24 @@ _OUTCOMES_BODY = {
     },
 }
 
+#: Seconds a client is told to wait (``Retry-After``) after a 429 or 503: an ingest holds its
+#: stream for milliseconds (the fsync), a window test for about a second at the default
+#: window and calibration, so one second later a slot or the stream is usually free again.
+RETRY_AFTER_SECONDS = 1
+
+_RETRY_AFTER_HEADER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "schema": {"type": "integer"},
+    }
+}
+
 _ERRORS = {
-    code: {"description": text, "content": {_JSON: {"example": {"error": kind, "detail": "..."}}}}
+    code: {
+        "description": text,
+        "content": {_JSON: {"example": {"error": kind, "detail": "..."}}},
+        **({"headers": _RETRY_AFTER_HEADER} if code in (429, 503) else {}),
+    }
     for code, text, kind in (
         (400, "Malformed body or stream name", "invalid_body"),
         (401, "Missing or wrong bearer token", "unauthorized"),
@@ -140,6 +166,7 @@ _ERRORS = {
         (415, "Unsupported content type", "invalid_body"),
         (422, "Invalid embeddings or dimension mismatch", "invalid_embeddings"),
         (429, "Stream busy or stream limit reached", "overloaded"),
+        (503, "Too many write requests in flight (--max-inflight); nothing written", "overloaded"),
     )
 }
 
@@ -158,8 +185,8 @@ class _UnsupportedMediaType(InvalidBodyError):
 
 def _error(status: int, kind: str, detail: str) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    if status == 429:
-        headers = {"Retry-After": "1"}
+    if status in (429, 503):
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return JSONResponse({"error": kind, "detail": detail}, status_code=status, headers=headers)
 
 
@@ -182,6 +209,39 @@ async def _read_body(request: Request, limit: int) -> bytes:
             )
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class _InflightGate:
+    """Admits at most ``limit`` write requests at a time.
+
+    Used only from the event loop's thread (admission and release happen in the request's
+    coroutine, never in a worker thread), so a plain counter needs no lock.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._count = 0
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        """Hold one slot for the ``with`` block; :class:`InflightLimitError` when none is
+        free (nothing has been read or written yet)."""
+        if self._count >= self.limit:
+            raise InflightLimitError(
+                f"The service is already handling {self._count} write requests, its limit"
+                f" (--max-inflight {self.limit}); this request was not read and nothing was"
+                f" written. Retry after {RETRY_AFTER_SECONDS} s (Retry-After), or spread the"
+                " load over fewer, larger batches."
+            )
+        self._count += 1
+        try:
+            yield
+        finally:
+            self._count -= 1
 
 
 def _media_type(request: Request) -> str:
@@ -293,6 +353,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 def _add_routes(app: FastAPI, config: ServeConfig, registry: StreamRegistry) -> None:
     metrics: ServeMetrics = app.state.metrics
     write = [Depends(require_write)]
+    gate = _InflightGate(config.max_inflight)
+    app.state.inflight = gate
 
     async def guarded(call: Callable[[], Any]) -> Any:
         """Run a write; count a rejection under its reason and re-raise."""
@@ -319,6 +381,10 @@ def _add_routes(app: FastAPI, config: ServeConfig, registry: StreamRegistry) -> 
 
         async def run() -> dict[str, Any]:
             check_name(stream)
+            with gate.admit():
+                return await admitted()
+
+        async def admitted() -> dict[str, Any]:
             body = await _read_body(request, config.max_body_bytes)
             media = _media_type(request)
             if media == _NPY:
@@ -358,6 +424,10 @@ def _add_routes(app: FastAPI, config: ServeConfig, registry: StreamRegistry) -> 
 
         async def run() -> dict[str, Any]:
             check_name(stream)
+            with gate.admit():
+                return await admitted()
+
+        async def admitted() -> dict[str, Any]:
             body = await _read_body(request, config.max_body_bytes)
             if _media_type(request) != _JSON:
                 raise _UnsupportedMediaType("Outcomes are posted as application/json.")

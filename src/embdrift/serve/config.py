@@ -46,7 +46,16 @@ class ServeConfig:
     history : int
         Closed windows kept per stream for readers (default 500).
     lock_timeout : float
-        Seconds a request waits for a busy stream before HTTP 429.
+        Seconds a request waits for a busy stream before HTTP 429 with ``Retry-After``
+        (default 10). A stream is held for milliseconds per batch (the fsync) and about a
+        second when a batch closes a window (its test); the waiters are bounded by
+        ``max_inflight``, so this bounds the latency of a stuck stream, not the queue.
+    max_inflight : int
+        Most write requests (ingest, outcomes) admitted at a time (default 16); one more is
+        refused before its body is read with HTTP 503 and ``Retry-After``, and writes
+        nothing. Bounds the memory held by requests (``max_inflight`` x ``max_body_bytes``
+        plus the parsed batches) and keeps worker threads free for readers: the server runs
+        blocking work on a pool of 40 threads, of which writes then hold at most 16.
     fsync : bool
         fsync each log record before the acknowledgement (default True).
     """
@@ -63,8 +72,9 @@ class ServeConfig:
     max_streams: int = 64
     checkpoint_every: int = 100
     history: int = 500
-    lock_timeout: float = 30.0
+    lock_timeout: float = 10.0
     fsync: bool = True
+    max_inflight: int = 16
 
     def __post_init__(self) -> None:
         for name in self.references:
@@ -80,6 +90,7 @@ class ServeConfig:
         check_int(self.max_streams, name="max_streams", low=1)
         check_int(self.checkpoint_every, name="checkpoint_every", low=1)
         check_int(self.history, name="history", low=1)
+        check_int(self.max_inflight, name="max_inflight", low=1)
         if self.protect_reads and self.token is None:
             raise InvalidParameterError(
                 "--protect-reads needs a token (--token or EMBDRIFT_TOKEN) to protect with."
