@@ -141,8 +141,8 @@ _OUTCOMES_BODY = {
 }
 
 #: Seconds a client is told to wait (``Retry-After``) after a 429 or 503: an ingest holds its
-#: stream for milliseconds (the fsync), a window test for about a second at the default
-#: window and calibration, so one second later a slot or the stream is usually free again.
+#: stream for ~10-20 ms and a window test for ~50 ms at the default window and calibration
+#: (d = 384), so one second later a slot is usually free again.
 RETRY_AFTER_SECONDS = 1
 
 _RETRY_AFTER_HEADER = {

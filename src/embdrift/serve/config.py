@@ -47,9 +47,11 @@ class ServeConfig:
         Closed windows kept per stream for readers (default 500).
     lock_timeout : float
         Seconds a request waits for a busy stream before HTTP 429 with ``Retry-After``
-        (default 10). A stream is held for milliseconds per batch (the fsync) and about a
-        second when a batch closes a window (its test); the waiters are bounded by
-        ``max_inflight``, so this bounds the latency of a stuck stream, not the queue.
+        (default 30). A stream is held for ~10-20 ms per batch (parse check, fsync, sketch
+        update) and ~50 ms when the batch closes a window, but the first window of a stream
+        also computes its null calibration: ~3 s at window 1000, 500 draws, d = 384 on an idle
+        2-core machine, several times that under load. A short timeout would refuse healthy
+        traffic then; the queue of waiters is bounded by ``max_inflight`` instead.
     max_inflight : int
         Most write requests (ingest, outcomes) admitted at a time (default 16); one more is
         refused before its body is read with HTTP 503 and ``Retry-After``, and writes
@@ -72,7 +74,7 @@ class ServeConfig:
     max_streams: int = 64
     checkpoint_every: int = 100
     history: int = 500
-    lock_timeout: float = 10.0
+    lock_timeout: float = 30.0
     fsync: bool = True
     max_inflight: int = 16
 

@@ -329,7 +329,7 @@ class StreamRegistry:
         crash is at most that long.
     lock_timeout : float
         Seconds a request waits for a busy stream before :class:`OverloadedError` (default
-        10). Readers never wait: they take the published snapshot.
+        30). Readers never wait: they take the published snapshot.
     fsync : bool
         fsync every log record before acknowledging (default True).
     clock : callable
@@ -371,7 +371,7 @@ class StreamRegistry:
         history: int = 500,
         max_streams: int = 64,
         checkpoint_every: int = 100,
-        lock_timeout: float = 10.0,
+        lock_timeout: float = 30.0,
         fsync: bool = True,
         clock: Callable[[], float] = time.time,
         background: bool = True,
