@@ -177,3 +177,12 @@ def test_saturation_is_refused_with_retry_after_and_nothing_refused_is_written(
     server.kill()
     again = server_factory(args, tmp_path / "log2").start()
     assert _held(again.url) == held
+
+
+def test_the_arena_cap_defers_to_the_environment(monkeypatch) -> None:
+    from embdrift.serve.process import cap_malloc_arenas
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert cap_malloc_arenas() is False  # the user's setting wins
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    assert isinstance(cap_malloc_arenas(), bool)

@@ -123,6 +123,7 @@ def serve(
 
         from embdrift.serve import MonitorSettings, ServeConfig, check_bind, create_app
         from embdrift.serve.app import prepare
+        from embdrift.serve.process import cap_malloc_arenas
     except ImportError as exc:
         raise MissingExtraError(
             f"embdrift serve needs the 'serve' extra ({exc.name} is missing):"
@@ -153,6 +154,7 @@ def serve(
         max_inflight=max_inflight,
         checkpoint_every=checkpoint_every,
     )
+    cap_malloc_arenas()  # before the server's threads: flat memory under load (serve/process.py)
     app = create_app(config)
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
     prepare(app)  # store lock and state recovery fail here with their message, exit 2
