@@ -343,7 +343,10 @@ def _markdown(
     other_5xx = {k: v for k, v in sat.items() if k.startswith("5") and k != "503"}
     transport = {k: v for k, v in sat.items() if k.startswith("transport")}
     held, accepted = r["held"], r["accepted"]
-    lost = "none" if held == accepted else f"MISMATCH held {held} vs 200 answers {accepted}"
+    if held == accepted:
+        lost = "equal the rows of the 200 answers: nothing accepted lost, nothing refused written"
+    else:
+        lost = f"DIFFER from the rows of the 200 answers: held {held}, answered {accepted}"
     body_mb = float(r["body_bytes"]) / 2**20
     lines = [
         "## Load and back-pressure",
@@ -394,7 +397,10 @@ def _markdown(
         f" {r['rss_max_mb']:.0f}); requests in flight hold at most 16 bodies"
         f" ({16 * body_mb:.0f} MiB here) |",
         "",
-        f"Rows held by the streams after both phases equal the rows of the 200 answers: {lost}.",
+        f"Rows held by the streams after both phases (`GET /v1/streams`) {lost}.",
+        "",
+        "The machine is shared (see the load average above): rates are lower bounds and"
+        " latencies upper bounds of what an idle machine gives; the counts are exact.",
     ]
     if r["server_log_tail"]:
         tail = str(r["server_log_tail"])
