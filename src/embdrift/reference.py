@@ -10,9 +10,11 @@ the same distribution are exchangeable, and permutation p-values are exact.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
 import time
@@ -51,10 +53,19 @@ from embdrift.stats.twosample import (
     random_fourier_features,
 )
 
-__all__ = ["DECISION_METRICS", "METRICS", "PATHS", "Reference", "ReferenceParams"]
+__all__ = [
+    "DECISION_METRICS",
+    "MAX_REFERENCE_BYTES",
+    "METRICS",
+    "PATHS",
+    "Reference",
+    "ReferenceParams",
+]
 
 FORMAT_NAME = "embdrift.reference"
 FORMAT_VERSION = 1
+#: Default cap on the bytes a reference file's arrays may unpack to (``Reference.load``).
+MAX_REFERENCE_BYTES = 4 * 1024**3
 
 #: Metric name -> what its value means. Effect sizes are listed in ``_effect_size``.
 METRICS: Mapping[str, str] = {
@@ -716,10 +727,36 @@ class Reference:
         return target
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Reference:
-        """Read a reference written by :meth:`save` (never unpickles anything)."""
+    def load(
+        cls, path: str | os.PathLike[str], *, max_bytes: int = MAX_REFERENCE_BYTES
+    ) -> Reference:
+        """Read a reference written by :meth:`save`; safe on a file from an untrusted source.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The ``.npz`` file.
+        max_bytes : int
+            Most bytes the file's arrays may unpack to (default 4 GiB).
+
+        Notes
+        -----
+        Nothing in the file is executed, imported or followed: the archive must hold exactly
+        the members :meth:`save` writes; each member's ``.npy`` header is read first and must
+        announce a float array (the metadata: a unicode scalar) whose byte count agrees with
+        the member's unpacked size, and all members together at most ``max_bytes``, so a
+        declared shape of 10^12 rows or a zip bomb is refused before any array is allocated;
+        arrays are read with ``allow_pickle=False`` (no object arrays, no unpickling); the
+        JSON metadata must have exactly the keys and types :meth:`save` writes (a path or any
+        other string where a number belongs is refused, never opened); the arrays must be
+        finite with shapes consistent with each other and the metadata; and the content
+        must hash to the stored ``reference_id``. Every refusal is a
+        :class:`~embdrift.errors.ReferenceFormatError`.
+        """
         source = Path(path)
+        check_int(max_bytes, name="max_bytes", low=1)
         try:
+            _check_archive(source, max_bytes)
             with np.load(source, allow_pickle=False) as archive:
                 arrays = {key: archive[key] for key in archive.files}
         except FileNotFoundError:
@@ -727,28 +764,37 @@ class Reference:
                 f"No reference file at {str(source)!r}. Build one with"
                 " 'embdrift reference build FILE -o REF'."
             ) from None
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError, NotImplementedError) as exc:
+            if isinstance(exc, ReferenceFormatError):
+                raise
             raise ReferenceFormatError(
                 f"{str(source)!r} is not an embdrift reference (.npz) file: {exc}."
             ) from None
         try:
             meta = json.loads(str(arrays.pop("metadata")))
-        except (KeyError, json.JSONDecodeError):
+        except (KeyError, json.JSONDecodeError, RecursionError):
             raise ReferenceFormatError(
-                f"{str(source)!r} has no embdrift metadata; it is not an embdrift reference."
+                f"{str(source)!r} has no readable embdrift metadata; it is not an embdrift"
+                " reference."
             ) from None
+        if not isinstance(meta, dict):
+            raise ReferenceFormatError(
+                f"{str(source)!r} has metadata of type {type(meta).__name__}; expected an object."
+            )
         if meta.get("format") != FORMAT_NAME:
             raise ReferenceFormatError(
-                f"{str(source)!r} has format {meta.get('format')!r}, expected {FORMAT_NAME!r}."
+                f"{str(source)!r} has format {meta.get('format')!r:.80}, expected {FORMAT_NAME!r}."
             )
         if meta.get("version") != FORMAT_VERSION:
             raise ReferenceFormatError(
-                f"{str(source)!r} is reference format version {meta.get('version')!r}; this"
+                f"{str(source)!r} is reference format version {meta.get('version')!r:.80}; this"
                 f" embdrift reads version {FORMAT_VERSION}. Rebuild the reference."
             )
+        params = _check_metadata(meta, source)
+        _check_arrays(arrays, params, source)
         try:
             ref = cls(
-                params=ReferenceParams(**meta["params"]),
+                params=params,
                 projection=FrozenPCA.from_arrays(arrays),
                 bandwidth=float(meta["bandwidth"]),
                 pc1_edges=arrays["pc1_edges"],
@@ -771,9 +817,158 @@ class Reference:
         if meta.get("reference_id") != ref.reference_id:
             raise ReferenceFormatError(
                 f"{str(source)!r} is corrupt: its content does not match its reference_id"
-                f" {meta.get('reference_id')!r}."
+                f" {meta.get('reference_id')!r:.40}."
             )
         return ref
+
+
+# ---------------------------------------------------------------------- loading safely
+#: Members of a saved reference (``np.savez`` stores array NAME as ``NAME.npy``).
+_PCA_KEYS = ("pca_mean", "pca_components", "pca_explained_variance", "pca_total_variance")
+_ARRAY_KEYS = (
+    *_PCA_KEYS,
+    "pca_scale",
+    "pc1_edges",
+    "sample",
+    "anchors",
+    "rff_frequencies",
+    *(f"outer_{k}" for k in (*_PCA_KEYS, "pca_scale")),
+)
+#: Metadata keys and the JSON types of their values.
+_META_FLOATS = ("bandwidth", "residual_scale", "novelty_scale", "outer_scale")
+_META_KEYS = frozenset(
+    ("format", "version", "params", "n_fit", "n_total", "reference_id", *_META_FLOATS)
+)
+#: Longest metadata text (the JSON of a saved reference is a few hundred characters).
+_MAX_METADATA_CHARS = 1 << 16
+
+
+def _check_archive(source: Path, max_bytes: int) -> None:
+    """Refuse an archive whose members, declared dtypes or sizes are not a reference's,
+    reading only the zip directory and each member's ``.npy`` header."""
+    with zipfile.ZipFile(source) as archive:
+        infos = archive.infolist()
+        names = [info.filename for info in infos]
+        expected = {f"{k}.npy" for k in ("metadata", *_ARRAY_KEYS)}
+        if "metadata.npy" not in names:
+            raise ReferenceFormatError(
+                f"{str(source)!r} has no embdrift metadata; it is not an embdrift reference."
+            )
+        if len(names) != len(set(names)) or set(names) != expected:
+            extra = sorted(set(names) - expected)
+            missing = sorted(expected - set(names))
+            raise ReferenceFormatError(
+                f"{str(source)!r} does not hold the members of an embdrift reference"
+                f" (unexpected: {extra!r:.200}, missing: {missing}, repeated:"
+                f" {len(names) != len(set(names))})."
+            )
+        total = sum(info.file_size for info in infos)
+        if total > max_bytes:
+            raise ReferenceFormatError(
+                f"{str(source)!r} unpacks to {total} bytes, more than max_bytes={max_bytes};"
+                " refused before reading (raise max_bytes only for a file you trust)."
+            )
+        for info in infos:
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version not in ((1, 0), (2, 0)):
+                    raise ValueError(f"member {info.filename}: .npy version {version}")
+                read_header = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, _, dtype = read_header(member)
+                header = member.tell()
+            is_meta = info.filename == "metadata.npy"
+            kind_ok = dtype.kind == "U" if is_meta else dtype.kind == "f"
+            if dtype.hasobject or not kind_ok or dtype.fields is not None:
+                raise ReferenceFormatError(
+                    f"{str(source)!r}: member {info.filename!r} has dtype {dtype}; a reference"
+                    f" holds only {'text' if is_meta else 'float'} arrays (no objects, no pickle)."
+                )
+            n_bytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if header + n_bytes != info.file_size or (
+                is_meta and (shape != () or dtype.itemsize > 4 * _MAX_METADATA_CHARS)
+            ):
+                raise ReferenceFormatError(
+                    f"{str(source)!r}: member {info.filename!r} declares shape {shape} of"
+                    f" {dtype} ({n_bytes} bytes) but unpacks to {info.file_size - header}; the"
+                    " file is corrupt or forged."
+                )
+
+
+def _check_metadata(meta: dict[str, Any], source: Path) -> ReferenceParams:
+    """The metadata's keys and value types, exactly as :meth:`Reference.save` writes them."""
+    if set(meta) != _META_KEYS:
+        raise ReferenceFormatError(
+            f"{str(source)!r} has metadata keys {sorted(meta)!r:.200}; expected"
+            f" {sorted(_META_KEYS)}."
+        )
+    fields = {f.name: f.type for f in dataclasses.fields(ReferenceParams)}
+    raw = meta["params"]
+    if not isinstance(raw, dict) or set(raw) != set(fields):
+        raise ReferenceFormatError(
+            f"{str(source)!r} has reference params {raw!r:.200}; expected an object with the"
+            f" keys {sorted(fields)}."
+        )
+    ints = [k for k, t in fields.items() if t == "int"] + ["n_fit", "n_total"]
+    values = {**raw, "n_fit": meta["n_fit"], "n_total": meta["n_total"]}
+    for key in ints:
+        v = values[key]
+        if not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**62):
+            raise ReferenceFormatError(
+                f"{str(source)!r}: metadata field {key!r} must be a non-negative int; got"
+                f" {v!r:.80}."
+            )
+    floats = [(raw, k) for k, t in fields.items() if t == "float"]
+    for holder, key in [*floats, *((meta, k) for k in _META_FLOATS)]:
+        v = holder[key]
+        if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)):
+            raise ReferenceFormatError(
+                f"{str(source)!r}: metadata field {key!r} must be a finite number; got {v!r:.80}."
+            )
+        if key != "fit_fraction" and v <= 0:
+            raise ReferenceFormatError(
+                f"{str(source)!r}: metadata field {key!r} must be positive; got {v!r}."
+            )
+    if not isinstance(meta["reference_id"], str):
+        raise ReferenceFormatError(
+            f"{str(source)!r}: metadata field 'reference_id' must be a string."
+        )
+    return ReferenceParams(**raw)
+
+
+def _check_arrays(arrays: Mapping[str, np.ndarray], params: ReferenceParams, source: Path) -> None:
+    """Finite float arrays with the shapes of one reference of one dimension ``d``."""
+    for key, arr in arrays.items():
+        if not np.isfinite(arr).all():
+            raise ReferenceFormatError(f"{str(source)!r}: array {key!r} holds NaN or inf.")
+    mean = arrays["pca_mean"]
+    d = mean.shape[0] if mean.ndim == 1 else 0
+    expected: dict[str, tuple[int | None, ...]] = {"pca_mean": (d,), "outer_pca_mean": (d,)}
+    for prefix in ("", "outer_"):
+        comps = arrays[f"{prefix}pca_components"]
+        k = comps.shape[0] if comps.ndim == 2 else 0
+        expected[f"{prefix}pca_components"] = (k, d)
+        expected[f"{prefix}pca_explained_variance"] = (k,)
+        expected[f"{prefix}pca_scale"] = (k,)
+        expected[f"{prefix}pca_total_variance"] = ()
+    expected["pc1_edges"] = (params.n_bins - 1,)
+    expected["sample"] = (None, d)
+    expected["anchors"] = (None, d)
+    expected["rff_frequencies"] = (d, params.n_random_features // 2)
+    for key, want in expected.items():
+        shape = arrays[key].shape
+        ok = len(shape) == len(want) and all(
+            w is None or s == w for s, w in zip(shape, want, strict=True)
+        )
+        if not ok or d < 1 or (len(shape) == 2 and shape[0] < 1):
+            raise ReferenceFormatError(
+                f"{str(source)!r}: array {key!r} has shape {shape}; expected"
+                f" {tuple('n' if w is None else w for w in want)} for a reference of dimension"
+                f" {d}. The file is corrupt or forged."
+            )
 
 
 # ---------------------------------------------------------------------- metric wiring
