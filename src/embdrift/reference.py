@@ -887,10 +887,13 @@ def _check_archive(source: Path, max_bytes: int) -> None:
                     f"{str(source)!r}: member {info.filename!r} has dtype {dtype}; a reference"
                     f" holds only {'text' if is_meta else 'float'} arrays (no objects, no pickle)."
                 )
+            if is_meta and dtype.itemsize > 4 * _MAX_METADATA_CHARS:
+                raise ReferenceFormatError(
+                    f"{str(source)!r}: metadata of {dtype.itemsize // 4} characters; a"
+                    f" reference's metadata is at most {_MAX_METADATA_CHARS}."
+                )
             n_bytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
-            if header + n_bytes != info.file_size or (
-                is_meta and (shape != () or dtype.itemsize > 4 * _MAX_METADATA_CHARS)
-            ):
+            if header + n_bytes != info.file_size or (is_meta and shape != ()):
                 raise ReferenceFormatError(
                     f"{str(source)!r}: member {info.filename!r} declares shape {shape} of"
                     f" {dtype} ({n_bytes} bytes) but unpacks to {info.file_size - header}; the"

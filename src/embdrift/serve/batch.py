@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 #: Stream and outcome names: Prometheus label values and folder names, so no path tricks.
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 #: Outcome names one batch (and one stream) may carry.
 MAX_OUTCOMES = 16
 MAX_ID_LENGTH = 256
@@ -66,7 +66,8 @@ _RECORD_HEAD = struct.Struct("<BI")  # kind, length of the JSON header
 def check_name(value: Any, *, what: str = "stream") -> str:
     """Return ``value`` if it is a valid stream / outcome name, else raise
     :class:`BadStreamNameError` saying what a valid name looks like."""
-    if not isinstance(value, str) or NAME_PATTERN.match(value) is None:
+    # fullmatch: "$" in a pattern would also match before a trailing newline
+    if not isinstance(value, str) or NAME_PATTERN.fullmatch(value) is None:
         raise BadStreamNameError(
             f"The {what} name must match ^[a-z0-9][a-z0-9_-]{{0,63}}$ (lower-case letters,"
             f" digits, '_' and '-', at most 64 characters, starting with a letter or digit);"
