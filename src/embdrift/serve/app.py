@@ -191,12 +191,14 @@ def _document(schema: dict[str, Any], config: ServeConfig) -> None:
     """Make the generated OpenAPI document say what this service does: the error schema and
     statuses each operation can answer (FastAPI's own 422 validation answer is a 400 here),
     which operations need the token (as configured), the stream-name pattern, parameter
-    ranges and the configured row cap."""
+    ranges, the configured row cap and the rows' dimension when all references share one."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components["Error"] = _ERROR_SCHEMA
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
     ranges = {"limit": (1, config.history), "refresh": (0, 3600)}
+    refs = [*config.references.values(), config.default_reference]
+    dims = sorted({ref.dim for ref in refs if ref is not None})
     for path, operations in schema.get("paths", {}).items():
         for method, op in operations.items():
             responses = op.setdefault("responses", {})
@@ -221,6 +223,13 @@ def _document(schema: dict[str, Any], config: ServeConfig) -> None:
                 body = op["requestBody"]["content"][_JSON]["schema"]["properties"]
                 if "embeddings" in body:
                     body["embeddings"]["maxItems"] = config.max_rows
+                    if len(dims) == 1:  # every stream has this dimension
+                        body["embeddings"]["items"].update(minItems=dims[0], maxItems=dims[0])
+            if path == "/metrics":
+                responses["200"]["content"] = {
+                    "text/plain": {"schema": {"type": "string"}},
+                    "application/openmetrics-text": {"schema": {"type": "string"}},
+                }
             if path == "/readyz":
                 codes.add(503)
             for code in sorted(codes):
