@@ -151,7 +151,15 @@ def test_object_array_holding_a_pickle_is_never_unpickled(ref_file: Path, tmp_pa
 
 def test_extra_or_path_named_members_are_refused(ref_file: Path, tmp_path: Path) -> None:
     entries = saved_entries(members(ref_file))
-    for name in ("../../etc/passwd.npy", "evil.pkl", "sample.npy/../x.npy", "/abs.npy"):
+    for name in (
+        "../../etc/passwd.npy",
+        "evil.pkl",
+        "sample.npy/../x.npy",
+        "/abs.npy",
+        "null_1_../../x.npy",
+        "null_0_scores.npy",
+        "sample_groups.pkl",
+    ):
         path = write_zip(tmp_path / "extra.npz", {**entries, name: b"x"})
         refuse(path, "members of an embdrift reference")
     missing = {k: v for k, v in entries.items() if k != "anchors.npy"}
@@ -175,6 +183,12 @@ def test_extra_or_path_named_members_are_refused(ref_file: Path, tmp_path: Path)
         (lambda m: m.update(reference_id=["x"]), "'reference_id' must be"),
         (lambda m: m["params"].update(n_random_features=10**6), "rff_frequencies"),
         (lambda m: m["params"].update(n_bins=3), "pc1_edges"),
+        (lambda m: m.update(nulls="../../etc/passwd"), "'nulls' must be"),
+        (
+            lambda m: m.update(nulls=[{"window": "/etc/passwd", "exact": 1, "metrics": []}]),
+            "'nulls' must be",
+        ),
+        (lambda m: m.update(null_digest=None), "'null_digest' must be"),
     ],
 )
 def test_forged_metadata_is_refused_not_followed(
