@@ -44,7 +44,9 @@ from embdrift.stats.permutation import (
     combine_min_p,
     group_permutation_masks,
     permutation_masks,
+    whole_groups,
 )
+from embdrift.stats.stored_null import NullTable, rescaled, split_masks
 from embdrift.stats.twosample import (
     EnergyStatistic,
     FeatureMMD,
@@ -59,7 +61,6 @@ from embdrift.stats.twosample import (
     pairwise_sq_distances,
     random_fourier_features,
 )
-from embdrift.stored_null import NullTable, rescaled, split_masks
 
 __all__ = [
     "CALIBRATIONS",
@@ -146,6 +147,11 @@ class _Rows:
         )
 
 
+#: Fewest held-out groups a grouped reference needs for a stored null: the null's spread is
+#: estimated from the groups, and with a few dozen it is too narrow (0.11 false alarms at 30
+#: groups, 0.05 at 100, in a seeded review of the stored null).
+_MIN_NULL_GROUPS = 100
+
 #: Rows per chunk when the large-n path computes random features or centred rows of the
 #: current window (bounds the temporaries to chunk x (2J + d) float32, ~24 MB by default).
 _CHUNK_ROWS = 4096
@@ -200,7 +206,10 @@ class Reference:
         self.outer_scale = float(outer_scale)
         self.n_fit = int(n_fit)
         self.n_total = int(n_total)
-        self.sample_groups = None if sample_groups is None else np.asarray(sample_groups, str)
+        self._sample_groups = None
+        if sample_groups is not None:
+            self._sample_groups = np.array(sample_groups, dtype=str)
+            self._sample_groups.setflags(write=False)
         self.reference_id = self._digest()
         # Stored nulls are derived from the test rows and saved beside them, under their own
         # checksum: the reference_id names what a permutation check compares against.
@@ -289,7 +298,7 @@ class Reference:
         window_sizes : sequence of int
             Window sizes (rows) to store a null distribution for, so that
             ``compare(..., calibration="stored")`` on a window of about that size costs one
-            statistic instead of B (:mod:`embdrift.stored_null`). Simulated from
+            statistic instead of B (:mod:`embdrift.stats.stored_null`). Simulated from
             ``n_calibration`` splits of the held-out rows (whole groups with ``groups``).
         n_calibration : int
             Replicates per stored window size; stored p-values are multiples of
@@ -328,7 +337,7 @@ class Reference:
             labels = None
         else:
             labels = as_group_labels(groups, n=n)
-            in_fit = _group_split(labels, n_fit, rng)
+            in_fit = whole_groups(labels, n_fit, rng)
             n_fit = int(in_fit.sum())
             if n_fit < 10 or n - n_fit < 10:
                 raise InsufficientDataError(
@@ -337,7 +346,9 @@ class Reference:
                 )
         fit_rows = x[in_fit]
         test_index = np.flatnonzero(~in_fit)
-        if test_index.size > max_rows:
+        if test_index.size > max_rows and labels is not None:
+            test_index = test_index[whole_groups(labels[test_index], max_rows, rng)]
+        elif test_index.size > max_rows:
             test_index = np.sort(rng.choice(test_index, max_rows, replace=False))
         test_rows = x[test_index]
 
@@ -394,6 +405,16 @@ class Reference:
             n_total=n,
             sample_groups=None if labels is None else labels[test_index],
         )
+        if sizes and labels is not None:
+            n_groups = np.unique(labels[test_index]).size
+            if n_groups < _MIN_NULL_GROUPS:
+                raise InsufficientDataError(
+                    f"A stored null splits the held-out rows by group, and this reference holds"
+                    f" {n_groups} held-out groups; with fewer than {_MIN_NULL_GROUPS} the"
+                    " simulated null is too narrow (false alarms above alpha). Fit on more"
+                    " groups, or drop window_sizes and compare with groups= (the group"
+                    " permutation is exact with any number of groups)."
+                )
         for window in sorted(set(sizes)):
             reference._nulls[window] = reference._simulate_null(window, n_calibration, rng)
         return reference
@@ -403,6 +424,11 @@ class Reference:
     def dim(self) -> int:
         """Embedding dimension."""
         return self.projection.dim
+
+    @property
+    def sample_groups(self) -> np.ndarray | None:
+        """Group labels of the held-out test rows (read-only), or None without groups."""
+        return self._sample_groups
 
     @property
     def window_sizes(self) -> tuple[int, ...]:
@@ -510,16 +536,26 @@ class Reference:
             )
         cur_groups = None
         if groups is not None:
-            if self.sample_groups is None:
+            if self._sample_groups is None:
                 raise InvalidParameterError(
                     "'groups' of the current rows need the reference's groups: fit the"
                     " reference with Reference.fit(..., groups=...), or compare without groups."
                 )
             cur_groups = as_group_labels(groups, n=cur.shape[0])
+        elif self._sample_groups is not None and not stored:
+            raise InvalidParameterError(
+                "This reference was fitted with groups: pass the current rows' groups"
+                " (compare(..., groups=...)) so the permutations move whole groups, or use"
+                " calibration='stored'. Rows of one group compared row by row alarm far above"
+                " alpha."
+            )
         if cur.shape[0] > self.params.max_rows:
-            rows = np.sort(rng.choice(cur.shape[0], self.params.max_rows, replace=False))
-            cur = cur[rows]
-            cur_groups = None if cur_groups is None else cur_groups[rows]
+            if cur_groups is not None:
+                keep = whole_groups(cur_groups, self.params.max_rows, rng)
+                cur, cur_groups = cur[keep], cur_groups[keep]
+            else:
+                rows = np.sort(rng.choice(cur.shape[0], self.params.max_rows, replace=False))
+                cur = cur[rows]
         ref = self._sample
         n_ref, n_cur = ref.shape[0], cur.shape[0]
         table = self._stored_null(n_cur) if stored else None
@@ -532,17 +568,28 @@ class Reference:
             if n_permutations is None:
                 n_permutations = 500 if exact else 200
             check_int(n_permutations, name="n_permutations", low=19)
-            if cur_groups is None or self.sample_groups is None:
+            if cur_groups is None or self._sample_groups is None:
                 masks = permutation_masks(n_ref, n_cur, n_permutations, rng)
             else:
-                masks = group_permutation_masks(self.sample_groups, cur_groups, n_permutations, rng)
+                _check_group_count(self._sample_groups, cur_groups, alpha)
+                masks = group_permutation_masks(
+                    self._sample_groups, cur_groups, n_permutations, rng
+                )
         per_row = _Rows.join(self._test_rows, self._rows(cur))
         t1 = time.perf_counter()
         values, between = self._evaluate(names, cur, per_row, masks, exact=exact, rng=rng)
         t2 = time.perf_counter()
         scores = np.column_stack([_test_statistic(n, values[n]) for n in names])
         if table is not None:
-            null = rescaled(table, names, n_ref, n_cur, energy_rows=self.params.energy_rows)
+            null = rescaled(
+                table,
+                names,
+                n_ref,
+                n_cur,
+                energy_rows=self.params.energy_rows,
+                n_bins=self.params.n_bins,
+                smoothing=self.params.smoothing,
+            )
             scores = np.vstack([scores, null])
         outcome = combine_min_p(scores, alpha=alpha)
         combined_p = combine_min_p(
@@ -609,10 +656,10 @@ class Reference:
         self, window: int, n_calibration: int, rng: np.random.Generator
     ) -> NullTable:
         """Every metric's null for windows of ``window`` rows from splits of the test rows
-        (:mod:`embdrift.stored_null`), on the path a live window of that size takes."""
+        (:mod:`embdrift.stats.stored_null`), on the path a live window of that size takes."""
         n = self._sample.shape[0]
         part = min(window, n // 2)
-        masks = split_masks(n, part, n_calibration, rng, groups=self.sample_groups)
+        masks = split_masks(n, part, n_calibration, rng, groups=self._sample_groups)
         sides = masks.sum(axis=1, dtype=np.float64)
         if sides.min() < 2 or (n - sides).min() < 2:
             raise InsufficientDataError(
@@ -832,7 +879,7 @@ class Reference:
             "anchors": self.anchors,
             "rff_frequencies": self.rff_frequencies,
             **{f"outer_{k}": v for k, v in self.outer_projection.to_arrays().items()},
-            **({} if self.sample_groups is None else {"sample_groups": self.sample_groups}),
+            **({} if self._sample_groups is None else {"sample_groups": self._sample_groups}),
         }
 
     def _metadata(self) -> dict[str, Any]:
@@ -865,11 +912,12 @@ class Reference:
         """
         target = Path(path)
         null_arrays = self._null_arrays()
+        nulls = [self._nulls[w].to_metadata() for w in self.window_sizes]
         meta = {
             **self._metadata(),
             "reference_id": self.reference_id,
-            "nulls": [self._nulls[w].to_metadata() for w in self.window_sizes],
-            "null_digest": _array_digest(null_arrays),
+            "nulls": nulls,
+            "null_digest": _null_digest(self.reference_id, nulls, null_arrays),
         }
         buffer = io.BytesIO()
         arrays: dict[str, Any] = {
@@ -1173,15 +1221,16 @@ def _check_arrays(arrays: Mapping[str, np.ndarray], params: ReferenceParams, sou
 
 
 # ---------------------------------------------------------------------- metric wiring
-def _group_split(labels: np.ndarray, n_fit: int, rng: np.random.Generator) -> np.ndarray:
-    """Fit-row mask (n,) that keeps every group whole: groups in random order go to the fit
-    part until it holds at least ``n_fit`` rows."""
-    _, codes, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    order = rng.permutation(counts.size)
-    taken = np.cumsum(counts[order]) - counts[order] < n_fit
-    in_fit_group = np.zeros(counts.size, dtype=bool)
-    in_fit_group[order[taken]] = True
-    return in_fit_group[codes]
+def _check_group_count(reference: np.ndarray, current: np.ndarray, alpha: float) -> None:
+    """Refuse a group permutation that cannot reach level alpha: with G groups of which G_ref
+    are the reference's there are only C(G, G_ref) distinct assignments."""
+    g_ref, g_cur = np.unique(reference).size, np.unique(current).size
+    if math.comb(g_ref + g_cur, g_ref) * alpha < 1:
+        raise InsufficientDataError(
+            f"{g_ref} reference and {g_cur} current groups allow only"
+            f" {math.comb(g_ref + g_cur, g_ref)} distinct group permutations, too few for a"
+            f" p-value at alpha={alpha}. Compare more groups."
+        )
 
 
 def _labels(array: np.ndarray | None, source: Path) -> np.ndarray | None:
@@ -1205,6 +1254,11 @@ def _array_digest(arrays: Mapping[str, np.ndarray], header: str = "") -> str:
     return h.hexdigest()[:16]
 
 
+def _null_digest(reference_id: str, nulls: Any, arrays: Mapping[str, np.ndarray]) -> str:
+    """Checksum of stored nulls, tied to their reference and their metadata."""
+    return _array_digest(arrays, reference_id + json.dumps(nulls, sort_keys=True))
+
+
 def _stored_nulls(
     meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], source: Path
 ) -> dict[int, NullTable]:
@@ -1216,7 +1270,8 @@ def _stored_nulls(
         parts = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
         tables[w] = NullTable.from_parts(entry, parts)
     found = {k: v for k, v in arrays.items() if k.startswith("null_")}
-    if tables and _array_digest(found) != meta.get("null_digest"):
+    expected = _null_digest(str(meta.get("reference_id")), meta.get("nulls", []), found)
+    if tables and expected != meta.get("null_digest"):
         raise ReferenceFormatError(
             f"{str(source)!r} is corrupt: its stored null distributions do not match their"
             " checksum. Refit the reference (Reference.fit(..., window_sizes=...))."
