@@ -10,13 +10,15 @@ OpenAPI document at ``/openapi.json``. ``GET /`` (the live page) is a router of 
 the ``require_read`` / ``require_write`` dependencies), ``prometheus`` (the
 ``CollectorRegistry``) and ``metrics`` (:class:`~embdrift.serve.metrics.ServeMetrics`).
 
-Every embdrift error becomes a 4xx JSON answer ``{"error": kind, "detail": message}`` where
-``kind`` is one of the ``reason`` values of ``embdrift_rejected_batches_total`` and the message
-names the problem and the fix; a rejected request changes nothing and logs nothing.
+Every embdrift error becomes a 4xx JSON answer ``{"error": kind, "detail": message}`` (507
+when the disk refused a state write) where ``kind`` is one of the ``reason`` values of
+``embdrift_rejected_batches_total`` and the message names the problem and the fix; a rejected
+request changes nothing and logs nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -40,6 +42,7 @@ from embdrift.errors import (
     InvalidParameterError,
     OverloadedError,
     PayloadTooLargeError,
+    StorageError,
     TimestampOrderError,
     UnauthorizedError,
     UnknownStreamError,
@@ -55,6 +58,8 @@ from embdrift.store import Store
 
 __all__ = ["ERROR_STATUS", "create_app", "error_kind", "prepare"]
 
+log = logging.getLogger("embdrift.serve")
+
 #: (HTTP status, error kind) per embdrift exception type; the first match (in order) wins.
 ERROR_STATUS: tuple[tuple[type[Exception], int, str], ...] = (
     (UnauthorizedError, 401, "unauthorized"),
@@ -62,6 +67,7 @@ ERROR_STATUS: tuple[tuple[type[Exception], int, str], ...] = (
     (BadStreamNameError, 400, "bad_stream_name"),
     (UnknownStreamError, 404, "unknown_stream"),
     (OverloadedError, 429, "overloaded"),
+    (StorageError, 507, "storage"),
     (DimensionMismatchError, 422, "dimension_mismatch"),
     (InvalidEmbeddingsError, 422, "invalid_embeddings"),
     (EmbeddingTypeError, 422, "invalid_embeddings"),
@@ -140,6 +146,7 @@ _ERRORS = {
         (415, "Unsupported content type", "invalid_body"),
         (422, "Invalid embeddings or dimension mismatch", "invalid_embeddings"),
         (429, "Stream busy or stream limit reached", "overloaded"),
+        (507, "State could not be written (disk full, read-only, I/O error)", "storage"),
     )
 }
 
@@ -267,6 +274,13 @@ def prepare(app: FastAPI) -> None:
         if sink is not None:
             sink.close()
         raise
+    if sink is not None:  # windows a failing store or a crash kept out of it
+        for snap in registry.snapshots():
+            stored = sink.backfill(snap.name, snap.history)
+            if stored:
+                log.warning(
+                    "stream %s: stored %d windows missing from the store", snap.name, stored
+                )
 
 
 def _install_error_handlers(app: FastAPI) -> None:
