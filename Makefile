@@ -39,6 +39,7 @@ bench: $(VENV)/.test
 	DO_NOT_TRACK=1 .venv-peers/bin/python benchmarks/run.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/calibration.py
 	$(BIN)/python benchmarks/dask_throughput.py
+	$(BIN)/python benchmarks/faults.py
 
 clean:
 	rm -rf $(VENV) demo-output .embdrift .pytest_cache
