@@ -21,8 +21,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from embdrift.errors import StorageError
+from embdrift.errors import StateFormatError, StorageError
 from embdrift.serve import StreamRegistry
 from embdrift.serve.batch import Batch
 from embdrift.serve.sink import StoreSink
@@ -360,4 +362,69 @@ def test_failed_checkpoint_removes_its_temporary_file_and_keeps_the_log(tmp_path
     wal.checkpoint(b"state-at-3")  # the disk is fixed: the next checkpoint works
     assert read_checkpoint(wal.checkpoint_path) == (3, b"state-at-3")
     assert log_seqs(wal.path) == []
+    wal.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_any_damaged_byte_is_detected_never_loaded(tmp_path_factory, data) -> None:
+    # A flipped bit anywhere in records 1..n-1 (intact records follow it) refuses to load and
+    # leaves the file as it is; in the last record it is indistinguishable from a torn write
+    # and only that record is dropped. Never is a damaged record returned.
+    folder = tmp_path_factory.mktemp("wal")
+    rng = np.random.default_rng(data.draw(st.integers(0, 10_000)))
+    payloads = [rng.bytes(int(rng.integers(1, 400))) for _ in range(6)]
+    wal = WriteAheadLog(folder)
+    wal.open()
+    ends = []
+    for p in payloads:
+        wal.append(p)
+        ends.append(wal.size_bytes())
+    wal.close()
+    raw = bytearray(wal.path.read_bytes())
+    pos = data.draw(st.integers(0, len(raw) - 1))
+    raw[pos] ^= 1 << data.draw(st.integers(0, 7))
+    wal.path.write_bytes(bytes(raw))
+    record = next(i for i, e in enumerate(ends) if pos < e)
+    again = WriteAheadLog(folder)
+    if record < len(payloads) - 1:
+        with pytest.raises(StateFormatError, match="is damaged at byte") as info:
+            again.open()
+        start = ends[record - 1] if record else 0
+        assert f"truncate -s {start} " in str(info.value)
+        assert f"{len(payloads) - 1 - record} intact records follow it" in str(info.value)
+        assert wal.path.read_bytes() == bytes(raw)
+    else:
+        rec = again.open()
+        assert [p for _, p in rec.records] == payloads[:-1]
+        assert wal.path.stat().st_size == ends[-2]
+        again.close()
+
+
+def test_failed_append_is_cut_back_so_later_records_follow_intact_ones(tmp_path) -> None:
+    # In a child process with a 3000-byte file size limit: the record that crosses it fails
+    # half-written (EFBIG); the file is cut back, and smaller records still follow.
+    script = f"""
+import resource
+from embdrift.errors import StorageError
+from embdrift.serve.wal import WriteAheadLog
+resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))
+wal = WriteAheadLog({str(tmp_path / "s")!r})
+wal.open()
+wal.append(b"a" * 1000)
+wal.append(b"b" * 1000)
+try:
+    wal.append(b"c" * 1000)
+except StorageError as exc:
+    print("refused:", exc)
+wal.append(b"d" * 100)
+wal.close()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "refused:" in done.stdout and "EFBIG" in done.stdout
+    wal = WriteAheadLog(tmp_path / "s")
+    rec = wal.open()
+    assert [p for _, p in rec.records] == [b"a" * 1000, b"b" * 1000, b"d" * 100]
+    assert [s for s, _ in rec.records] == [1, 2, 3] and rec.truncated_bytes == 0
     wal.close()
