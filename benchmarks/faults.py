@@ -3,8 +3,9 @@
 Writes the ``faults`` section of ``benchmarks/RELIABILITY.md`` (through ``_reliability.py``):
 
 1. **Kill campaign** (``tests/fault_campaign.py``): ``--points`` seeded kill points. At each,
-   one client has 0 to 2 batches acknowledged, posts one more and, after a seeded delay in
-   ``[0, --max-delay]`` s, the server gets SIGKILL. The state folder is inspected (where the
+   one client has 0 to 2 batches acknowledged, posts one more and, after a seeded delay (a
+   uniform fraction in ``[0, --delay-factor]`` of the median latency of the acknowledged
+   requests so far), the server gets SIGKILL. The state folder is inspected (where the
    kill landed), recovered from a copy and compared with the uninterrupted twin (exactly,
    except KLL sketches within twice their rank error), then the server restarts on it and
    the stream goes on. Reported: kill points, where they landed, acknowledged batches,
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -327,6 +329,7 @@ def _markdown(
     args: argparse.Namespace,
 ) -> str:
     pts = campaign.points
+    lat = [1000 * x for x in campaign.latencies] or [float("nan")]
     logged_inflight = sum(not p.answered and p.logged for p in pts)
     unlogged_inflight = sum(not p.answered and not p.logged for p in pts)
     lines = [
@@ -337,7 +340,8 @@ def _markdown(
         f"Command: `{command}`",
         "",
         f"### Seeded kill -9 campaign (seed {args.seed}, checkpoint every"
-        f" {args.checkpoint_every} records, kill delay U(0, {args.max_delay}) s)",
+        f" {args.checkpoint_every} records, kill delay U(0, {args.delay_factor}) x the median"
+        f" latency of the acknowledged requests, {statistics.median(lat):.0f} ms at the end)",
         "",
         "| kill points | acknowledged batches | batches in final state | lost | duplicated |"
         " in flight, logged (kept) | in flight, not logged (re-posted) | problems | time (s) |",
@@ -402,7 +406,10 @@ def main(argv: list[str] | None = None) -> int:
         "--checkpoint-every", type=int, default=2, help="records between checkpoints (2)"
     )
     parser.add_argument(
-        "--max-delay", type=float, default=0.15, help="largest kill delay in seconds (0.15)"
+        "--delay-factor",
+        type=float,
+        default=1.25,
+        help="kill delay = U(0, this) x the median acknowledged latency (1.25)",
     )
     parser.add_argument(
         "--no-write", action="store_true", help="print the section, do not write RELIABILITY.md"
@@ -423,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             n_points=args.points,
             checkpoint_every=args.checkpoint_every,
-            max_delay=args.max_delay,
+            delay_factor=args.delay_factor,
         )
         print(f"campaign: {campaign.seconds:.0f} s, problems: {campaign.problems}", flush=True)
         damaged = _damaged_log(ref_path, world, work)

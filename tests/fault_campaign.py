@@ -4,7 +4,9 @@
 One client posts a known sequence of batches (each a distinct seeded array, of a seeded
 number of rows) to stream ``search`` of a server that checkpoints every few records. At each
 *kill point* the client has a seeded number of batches acknowledged, then posts one more and,
-after a seeded delay, the server gets SIGKILL: the kill lands after the answer (idle),
+after a seeded delay, the server gets SIGKILL (the delay is ``u`` times the median latency of
+the requests acknowledged so far, ``u`` seeded uniform in ``[0, delay_factor]``, so the kills
+spread over a request's life however loaded the machine is): the kill lands after the answer (idle),
 while the request is in flight before its record is on disk, after the record is on disk but
 before the answer, or during the checkpoint that the record triggered. The state folder is
 then inspected (a checkpoint temporary file left behind, log records already covered by the
@@ -203,6 +205,7 @@ class CampaignReport:
     duplicated: int  # batches counted twice after a recovery
     problems: list[str]
     seconds: float
+    latencies: list[float]  # seconds, of the acknowledged requests before each kill
 
     @property
     def landings(self) -> dict[str, int]:
@@ -241,12 +244,16 @@ def run_campaign(
     seed: int,
     n_points: int,
     checkpoint_every: int = 2,
-    max_delay: float = 0.15,
+    delay_factor: float = 1.25,
     max_acked: int = 2,
     tail_batches: int = 3,
     server_cls: type[Server] = Server,
 ) -> CampaignReport:
-    """Run ``n_points`` seeded kill points (see the module docstring) in ``workdir``."""
+    """Run ``n_points`` seeded kill points (see the module docstring) in ``workdir``.
+
+    Each point acknowledges 0 to ``max_acked`` batches, then kills during (or just after)
+    one more; ``tail_batches`` batches follow the last restart.
+    """
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     make = batch_maker(world, seed)
@@ -259,6 +266,7 @@ def run_campaign(
     acknowledged = lost = duplicated = 0
     points: list[KillPoint] = []
     problems: list[str] = []
+    latencies: list[float] = [0.1]  # seconds; a guess until the first acknowledged request
 
     def take() -> tuple[int, np.ndarray]:
         nonlocal next_new, retry
@@ -278,19 +286,21 @@ def run_campaign(
         acked_before = int(rng.integers(0, max_acked + 1))
         for _ in range(acked_before):
             _, x = take()
+            t_post = time.perf_counter()
             r = httpx.post(
                 f"{server.url}/v1/streams/{STREAM}/embeddings",
                 content=npy_bytes(x),
                 headers={"Content-Type": "application/x-npy"},
                 timeout=60,
             )
+            latencies.append(time.perf_counter() - t_post)
             if r.status_code != 200:
                 problems.append(f"point {index}: a normal post answered {r.status_code}")
             acknowledged += 1
             commit(x)
         k, x = take()
         before_seq = max(log_seqs(folder / "wal.log") + [_ckpt_seq(folder)])
-        delay = float(rng.uniform(0.0, max_delay))
+        delay = float(rng.uniform(0.0, delay_factor)) * float(np.median(latencies))
         out: list[httpx.Response | BaseException] = []
         thread = threading.Thread(target=_post, args=(server.url, x, out))
         thread.start()
@@ -384,6 +394,7 @@ def run_campaign(
         duplicated=duplicated,
         problems=problems,
         seconds=time.perf_counter() - t0,
+        latencies=latencies[1:],
     )
 
 
