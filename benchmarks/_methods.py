@@ -82,6 +82,23 @@ def _embdrift(n_permutations: int | None) -> Check:
     return check
 
 
+def _embdrift_stored(_: int | None) -> Check:
+    """embdrift for monitoring: the null stored at fit for the window size, one statistic per
+    check (``Reference.fit(..., window_sizes=(m,))``, ``compare(..., calibration="stored")``)."""
+    from embdrift import Reference
+
+    def check(x: np.ndarray, y: np.ndarray, seed: int) -> Outcome:
+        ref = Reference.fit(x, seed=seed, window_sizes=(y.shape[0],))
+        result = ref.compare(y, alpha=ALPHA, seed=seed, calibration="stored")
+        return Outcome(
+            drifted=bool(result.drifted),
+            score=_neg_log_p(result.p_value),
+            p_value=float(result.p_value),
+        )
+
+    return check
+
+
 def _alibi_mmd() -> Check:
     import torch
     from alibi_detect.cd import MMDDrift
@@ -163,6 +180,7 @@ def _ks_bonferroni() -> Check:
 #: name -> (factory taking the embdrift permutation count, needs the peers env)
 METHODS: dict[str, tuple[Callable[[int | None], Check], bool]] = {
     "embdrift": (_embdrift, False),
+    "embdrift stored null": (_embdrift_stored, False),
     "alibi-detect MMDDrift": (lambda _: _alibi_mmd(), True),
     "evidently model": (lambda _: _evidently("model"), True),
     "evidently ratio": (lambda _: _evidently("ratio"), True),
@@ -172,7 +190,7 @@ METHODS: dict[str, tuple[Callable[[int | None], Check], bool]] = {
     "POT sliced W + perm": (lambda _: _pot_sliced(), True),
     "scipy KS + Bonferroni": (lambda _: _ks_bonferroni(), False),
 }
-PEERS = tuple(name for name in METHODS if name != "embdrift")
+PEERS = tuple(name for name in METHODS if not name.startswith("embdrift"))
 
 
 def make_check(name: str, *, n_permutations: int | None = None) -> Check:

@@ -142,7 +142,12 @@ class RealText:
         return cls(embeddings=x, section=section, group=group)
 
     def pair(self, scenario: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """A seeded (reference, current) pair of ``n`` rows each.
+        """A seeded (reference, current) pair of ``n`` rows each (see :meth:`pair_rows`)."""
+        ref_rows, cur_rows = self.pair_rows(scenario, n, seed)
+        return self.embeddings[ref_rows], self.embeddings[cur_rows]
+
+    def pair_rows(self, scenario: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row indices of a seeded (reference, current) pair of ``n`` rows each.
 
         Each seed draws a fresh split of whole source-stem groups into a reference pool and a
         test pool (so the false-alarm rate is not conditional on one split), then draws the
@@ -163,13 +168,12 @@ class RealText:
         elif scenario == "new_section":
             mix = {s: w * (1.0 - REAL_NEW_SHARE) for s, w in base.items()}
             mix[REAL_NEW_SECTION] = REAL_NEW_SHARE
-        reference = self._draw(base, n, ref_pool, rng)
-        current = self._draw(mix, n, ~ref_pool, rng)
-        return reference, current
+        return self._draw(base, n, ref_pool, rng), self._draw(mix, n, ~ref_pool, rng)
 
     def _draw(
         self, mix: dict[str, float], n: int, pool: np.ndarray, rng: np.random.Generator
     ) -> np.ndarray:
+        """Row indices (shuffled) of ``n`` pool rows drawn with the section mix ``mix``."""
         sections = list(mix)
         counts = rng.multinomial(n, np.array([mix[s] for s in sections]))
         rows = []
@@ -181,5 +185,4 @@ class RealText:
                     " use a smaller window (at most 2,000 per side)"
                 )
             rows.append(rng.choice(candidates, size=count, replace=False))
-        idx = np.concatenate(rows)
-        return self.embeddings[rng.permutation(idx)]
+        return rng.permutation(np.concatenate(rows))

@@ -141,11 +141,19 @@ def test_quick_calibration_benchmark_writes_both_tables(tmp_path: Path) -> None:
     per_ref = _table(text, "Per-reference false-alarm rate")
     assert [(row[0].split(" ")[0], row[1]) for row in per_ref[2:]] == [
         ("synthetic", "batch"),
+        ("synthetic", "stored"),
         ("synthetic", "stream"),
         ("real", "batch"),
+        ("real", "stored"),
         ("real", "stream"),
     ]
     for row in per_ref[2:]:
         assert 0.0 <= float(row[3]) <= 1.0
     sizes = _table(text, "Larger windows")
-    assert [row[0] for row in sizes[2:]] == ["synthetic", "real"]
+    assert [(row[0], row[2]) for row in sizes[2:]] == [
+        ("synthetic", "permutation"),
+        ("synthetic", "stored"),
+        ("real", "permutation"),
+        ("real", "group_permutation"),
+        ("real", "stored"),
+    ]

@@ -241,3 +241,29 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
     assert proc.returncode == 0
     for command in ("demo", "check", "reference"):
         assert command in proc.stdout
+
+
+def test_stored_null_from_reference_build_to_check(files: dict[str, Path], tmp_path: Path) -> None:
+    proc = run(
+        ["reference", "build", str(files["week0"]), "-o", "ref.npz", "--window-size", "300"],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    checked = {}
+    for name in ("week4", "same"):
+        proc = run(
+            ["check", str(files[name]), "-r", "ref.npz", "--calibration", "stored", "--json"],
+            tmp_path,
+        )
+        assert proc.returncode == 0, proc.stderr
+        checked[name] = json.loads(proc.stdout)
+    assert checked["week4"]["method"] == "stored_null"
+    assert checked["week4"]["drifted"] is True
+    assert checked["same"]["drifted"] is False
+    # A window far from every stored size is refused with the fix, and nothing is stored.
+    proc = run(["reference", "build", str(files["week0"]), "-o", "small.npz"], tmp_path)
+    proc = run(
+        ["check", str(files["week4"]), "-r", "small.npz", "--calibration", "stored"], tmp_path
+    )
+    assert proc.returncode == 2
+    assert "--window-size" in proc.stderr or "window_sizes" in proc.stderr

@@ -11,6 +11,7 @@ import numpy.typing as npt
 from embdrift.errors import (
     DimensionMismatchError,
     EmbeddingTypeError,
+    IdMismatchError,
     InsufficientDataError,
     InvalidEmbeddingsError,
     InvalidParameterError,
@@ -18,6 +19,7 @@ from embdrift.errors import (
 
 __all__ = [
     "as_embeddings",
+    "as_group_labels",
     "as_values_1d",
     "check_choice",
     "check_int",
@@ -87,6 +89,22 @@ def as_embeddings(
             f" (first at row {int(bad_rows[0])}). Drop or repair those rows."
         )
     return out.copy() if copy and out is arr else out
+
+
+def as_group_labels(groups: npt.ArrayLike, *, n: int, name: str = "groups") -> np.ndarray:
+    """Return ``groups`` as a 1-D array of ``n`` string labels (one per row), or raise."""
+    arr = np.asarray(groups)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise IdMismatchError(
+            f"{name} must hold one label per row: {n} labels expected, got shape {arr.shape}."
+            " Pass the group (source, document, family) of every row, in row order."
+        )
+    if arr.dtype.kind not in "iuUSb":
+        raise InvalidParameterError(
+            f"{name} must hold integer or string labels; got dtype {arr.dtype}."
+            " Convert the labels with .astype(str)."
+        )
+    return arr.astype(str)
 
 
 def as_values_1d(x: npt.ArrayLike, *, name: str, min_size: int = 1) -> np.ndarray:

@@ -27,6 +27,8 @@ import numpy.typing as npt
 
 from embdrift._validation import (
     as_embeddings,
+    as_group_labels,
+    check_choice,
     check_int,
     check_probability,
     check_rng,
@@ -35,7 +37,11 @@ from embdrift.errors import InsufficientDataError, InvalidParameterError, Refere
 from embdrift.projection import FrozenPCA
 from embdrift.results import DriftResult, MetricResult
 from embdrift.stats.metrics import median_bandwidth
-from embdrift.stats.permutation import combine_min_p, permutation_masks
+from embdrift.stats.permutation import (
+    combine_min_p,
+    group_permutation_masks,
+    permutation_masks,
+)
 from embdrift.stats.twosample import (
     EnergyStatistic,
     FeatureMMD,
@@ -50,8 +56,9 @@ from embdrift.stats.twosample import (
     pairwise_sq_distances,
     random_fourier_features,
 )
+from embdrift.stored_null import NullTable, rescaled, split_masks
 
-__all__ = ["DECISION_METRICS", "METRICS", "PATHS", "Reference", "ReferenceParams"]
+__all__ = ["CALIBRATIONS", "DECISION_METRICS", "METRICS", "PATHS", "Reference", "ReferenceParams"]
 
 FORMAT_NAME = "embdrift.reference"
 FORMAT_VERSION = 1
@@ -83,6 +90,10 @@ DECISION_METRICS = ("mmd", "energy", "novelty", "reconstruction_error", "residua
 
 #: The two ways a comparison runs; the result says which one ran.
 PATHS = ("exact", "large_n")
+
+#: Where p-values come from: "permutation" (B random splits of the pooled rows per check,
+#: exact) or "stored" (the null stored at fit for the window size, one statistic per check).
+CALIBRATIONS = ("permutation", "stored")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +171,8 @@ class Reference:
         outer_scale: float,
         n_fit: int,
         n_total: int,
+        sample_groups: np.ndarray | None = None,
+        nulls: Mapping[int, NullTable] | None = None,
     ) -> None:
         self.params = params
         self.projection = projection
@@ -174,7 +187,11 @@ class Reference:
         self.outer_scale = float(outer_scale)
         self.n_fit = int(n_fit)
         self.n_total = int(n_total)
+        self.sample_groups = None if sample_groups is None else np.asarray(sample_groups, str)
         self.reference_id = self._digest()
+        # Stored nulls are derived from the test rows and saved beside them, under their own
+        # checksum: the reference_id names what a permutation check compares against.
+        self._nulls: dict[int, NullTable] = dict(nulls or {})
         # The test rows never change: their per-row quantities and random features are
         # computed once here (at fit and at load), not at every comparison. Derived state, not
         # saved and not part of the reference_id.
@@ -203,6 +220,9 @@ class Reference:
         energy_rows: int = 2000,
         outer_components: int = 50,
         align_to: Reference | None = None,
+        groups: npt.ArrayLike | None = None,
+        window_sizes: Sequence[int] = (),
+        n_calibration: int = 500,
     ) -> Reference:
         """Fit and freeze a reference on the reference window ``embeddings`` (n, d).
 
@@ -247,6 +267,20 @@ class Reference:
         align_to : Reference, optional
             The previous reference when refitting: its PCA orientation is kept, so PC1 does
             not flip from one reference to the next.
+        groups : array-like (n,), optional
+            A label per row (source document, product family, user...) when rows come in
+            groups of near-duplicates. The fit/test split then keeps every group whole on one
+            side (a test row whose near-duplicate was fitted looks closer to the reference than
+            any new row, and novelty and the kernel tests alarm with no drift), the test rows'
+            labels are kept, and ``compare(..., groups=...)`` permutes whole groups.
+        window_sizes : sequence of int
+            Window sizes (rows) to store a null distribution for, so that
+            ``compare(..., calibration="stored")`` on a window of about that size costs one
+            statistic instead of B (:mod:`embdrift.stored_null`). Simulated from
+            ``n_calibration`` splits of the held-out rows (whole groups with ``groups``).
+        n_calibration : int
+            Replicates per stored window size; stored p-values are multiples of
+            1 / (n_calibration + 1).
         """
         rng = check_rng(seed)
         if not isinstance(seed, int) or isinstance(seed, bool):
@@ -261,6 +295,8 @@ class Reference:
         check_int(max_anchors, name="max_anchors", low=2)
         check_int(energy_rows, name="energy_rows", low=20)
         check_int(outer_components, name="outer_components", low=1)
+        check_int(n_calibration, name="n_calibration", low=19)
+        sizes = [check_int(w, name="window_sizes", low=2) for w in window_sizes]
         if not (isinstance(smoothing, int | float) and smoothing > 0):
             raise InvalidParameterError(
                 f"The 'smoothing' parameter must be a positive float. Got {smoothing!r}."
@@ -273,11 +309,24 @@ class Reference:
                 f"fit_fraction={fit_fraction} splits {n} rows into {n_fit} fit and {n - n_fit}"
                 " test rows; each part needs at least 10. Use more rows or a fraction nearer 0.5."
             )
-        order = rng.permutation(n)
-        fit_rows = x[np.sort(order[:n_fit])]
-        test_rows = x[np.sort(order[n_fit:])]
-        if test_rows.shape[0] > max_rows:
-            test_rows = test_rows[np.sort(rng.choice(test_rows.shape[0], max_rows, replace=False))]
+        if groups is None:
+            in_fit = np.zeros(n, dtype=bool)
+            in_fit[rng.permutation(n)[:n_fit]] = True
+            labels = None
+        else:
+            labels = as_group_labels(groups, n=n)
+            in_fit = _group_split(labels, n_fit, rng)
+            n_fit = int(in_fit.sum())
+            if n_fit < 10 or n - n_fit < 10:
+                raise InsufficientDataError(
+                    f"Whole groups split {n} rows into {n_fit} fit and {n - n_fit} test rows;"
+                    " each part needs at least 10. Use more rows or smaller groups."
+                )
+        fit_rows = x[in_fit]
+        test_index = np.flatnonzero(~in_fit)
+        if test_index.size > max_rows:
+            test_index = np.sort(rng.choice(test_index, max_rows, replace=False))
+        test_rows = x[test_index]
 
         # One covariance decomposition serves the top-k projection and the outer one.
         outer_k = max(1, min(outer_components, x.shape[1] - 1))
@@ -315,7 +364,7 @@ class Reference:
             outer_components=outer.n_components_,
         )
         tiny = np.finfo(np.float64).tiny
-        return cls(
+        reference = cls(
             params=params,
             projection=projection,
             bandwidth=bandwidth,
@@ -330,13 +379,22 @@ class Reference:
             outer_scale=max(float(np.sqrt(np.mean(outer_norm**2))), 1e-12),
             n_fit=n_fit,
             n_total=n,
+            sample_groups=None if labels is None else labels[test_index],
         )
+        for window in sorted(set(sizes)):
+            reference._nulls[window] = reference._simulate_null(window, n_calibration, rng)
+        return reference
 
     # ------------------------------------------------------------------ properties
     @property
     def dim(self) -> int:
         """Embedding dimension."""
         return self.projection.dim
+
+    @property
+    def window_sizes(self) -> tuple[int, ...]:
+        """Window sizes with a stored null (``Reference.fit(..., window_sizes=...)``)."""
+        return tuple(sorted(self._nulls))
 
     @property
     def sample(self) -> np.ndarray:
@@ -360,8 +418,11 @@ class Reference:
         metrics: Sequence[str] | None = None,
         decision_metrics: Sequence[str] | None = None,
         min_effect: Mapping[str, float] | None = None,
+        groups: npt.ArrayLike | None = None,
+        calibration: str = "permutation",
     ) -> DriftResult:
-        """Compare a current window with the reference; p-values by permutation.
+        """Compare a current window with the reference; p-values by permutation or from the
+        null stored at fit.
 
         Parameters
         ----------
@@ -386,6 +447,20 @@ class Reference:
             decision needs the combined p-value at most alpha and at least one metric that
             calls drift among ``decision_metrics``. At n = 1M a tiny shift is significant; this
             keeps it from alerting.
+        groups : array-like (m,), optional
+            A label per current row when rows come in groups of near-duplicates; the
+            reference must have been fitted with ``groups`` too. The permutations then move
+            whole groups (rows sharing a label on one side) between the sides
+            (:func:`~embdrift.stats.permutation.group_permutation_masks`): rows of one group
+            are not exchangeable one by one, and the row-level null is too narrow for them
+            (it alarms in 16% of no-drift runs on the real-text benchmark at 2,000 rows).
+            ``DriftResult.method`` is then ``"group_permutation"``.
+        calibration : {"permutation", "stored"}
+            ``"permutation"`` (default): B random splits of the pooled rows, exact for ad-hoc
+            comparisons. ``"stored"``: the null stored at fit for the nearest window size
+            (within a factor 2 and on the same path; ``Reference.fit(..., window_sizes=...)``),
+            rescaled to this window's size, so the check computes each statistic once; for
+            monitoring a fixed window size. ``DriftResult.method`` is then ``"stored_null"``.
 
         Notes
         -----
@@ -413,20 +488,49 @@ class Reference:
         gates = self._effect_gates(min_effect, names)
         rng = check_rng(seed)
         cur = as_embeddings(current, name="current", min_rows=2, dim=self.dim)
+        stored = check_choice(calibration, name="calibration", choices=CALIBRATIONS) == "stored"
+        if stored and (groups is not None or n_permutations is not None):
+            raise InvalidParameterError(
+                "calibration='stored' takes its null from the reference (simulated at fit, with"
+                " the reference's groups); drop 'groups' and 'n_permutations', or use"
+                " calibration='permutation'."
+            )
+        cur_groups = None
+        if groups is not None:
+            if self.sample_groups is None:
+                raise InvalidParameterError(
+                    "'groups' of the current rows need the reference's groups: fit the"
+                    " reference with Reference.fit(..., groups=...), or compare without groups."
+                )
+            cur_groups = as_group_labels(groups, n=cur.shape[0])
         if cur.shape[0] > self.params.max_rows:
             rows = np.sort(rng.choice(cur.shape[0], self.params.max_rows, replace=False))
             cur = cur[rows]
+            cur_groups = None if cur_groups is None else cur_groups[rows]
         ref = self._sample
-        exact = max(ref.shape[0], cur.shape[0]) <= self.params.exact_rows
-        if n_permutations is None:
-            n_permutations = 500 if exact else 200
-        check_int(n_permutations, name="n_permutations", low=19)
-        masks = permutation_masks(ref.shape[0], cur.shape[0], n_permutations, rng)
+        n_ref, n_cur = ref.shape[0], cur.shape[0]
+        table = self._stored_null(n_cur) if stored else None
+        exact = max(n_ref, n_cur) <= self.params.exact_rows
+        if table is not None:
+            masks = np.zeros((1, n_ref + n_cur), dtype=np.float32)
+            masks[0, :n_ref] = 1.0
+            n_permutations = table.scores.shape[0]
+        else:
+            if n_permutations is None:
+                n_permutations = 500 if exact else 200
+            check_int(n_permutations, name="n_permutations", low=19)
+            if cur_groups is None or self.sample_groups is None:
+                masks = permutation_masks(n_ref, n_cur, n_permutations, rng)
+            else:
+                masks = group_permutation_masks(self.sample_groups, cur_groups, n_permutations, rng)
         per_row = _Rows.join(self._test_rows, self._rows(cur))
         t1 = time.perf_counter()
         values, between = self._evaluate(names, cur, per_row, masks, exact=exact, rng=rng)
         t2 = time.perf_counter()
         scores = np.column_stack([_test_statistic(n, values[n]) for n in names])
+        if table is not None:
+            null = rescaled(table, names, n_ref, n_cur, energy_rows=self.params.energy_rows)
+            scores = np.vstack([scores, null])
         outcome = combine_min_p(scores, alpha=alpha)
         combined_p = combine_min_p(
             scores[:, [names.index(n) for n in deciding]], alpha=alpha
@@ -456,7 +560,13 @@ class Reference:
             n_reference=int(ref.shape[0]),
             n_current=int(cur.shape[0]),
             reference_id=self.reference_id,
-            method="permutation",
+            method=(
+                "stored_null"
+                if table is not None
+                else "permutation"
+                if cur_groups is None
+                else "group_permutation"
+            ),
             n_permutations=n_permutations,
             path="exact" if exact else "large_n",
             decision_metrics=tuple(deciding),
@@ -466,6 +576,46 @@ class Reference:
                 "combine": t3 - t2,
                 "total": time.perf_counter() - t0,
             },
+        )
+
+    def _stored_null(self, m: int) -> NullTable:
+        """The stored null for windows of m rows: the nearest stored size within a factor 2
+        that ran on the path a window of m rows takes, or a clear error."""
+        exact = max(self._sample.shape[0], m) <= self.params.exact_rows
+        usable = [w for w, t in self._nulls.items() if t.exact == exact and w / 2 <= m <= 2 * w]
+        if not usable:
+            stored = ", ".join(map(str, self.window_sizes)) or "none"
+            raise InvalidParameterError(
+                f"No stored null fits a window of {m} rows (stored window sizes: {stored};"
+                " a stored size must be within a factor 2 and on the same path). Fit the"
+                f" reference with window_sizes=[..., {m}], or use calibration='permutation'."
+            )
+        return self._nulls[min(usable, key=lambda w: abs(np.log(m / w)))]
+
+    def _simulate_null(
+        self, window: int, n_calibration: int, rng: np.random.Generator
+    ) -> NullTable:
+        """Every metric's null for windows of ``window`` rows from splits of the test rows
+        (:mod:`embdrift.stored_null`), on the path a live window of that size takes."""
+        n = self._sample.shape[0]
+        part = min(window, n // 2)
+        masks = split_masks(n, part, n_calibration, rng, groups=self.sample_groups)
+        sides = masks.sum(axis=1, dtype=np.float64)
+        if sides.min() < 2 or (n - sides).min() < 2:
+            raise InsufficientDataError(
+                f"The reference's {n} held-out rows cannot be split into two sides of at least"
+                " 2 rows for the stored null (one group holds most rows). Fit on more rows."
+            )
+        exact = max(n, window) <= self.params.exact_rows
+        names = list(METRICS)
+        empty = np.empty((0, self.dim), dtype=np.float32)
+        values, _ = self._evaluate(names, empty, self._test_rows, masks, exact=exact, rng=rng)
+        return NullTable(
+            window=window,
+            exact=exact,
+            metrics=tuple(names),
+            scores=np.column_stack([_test_statistic(k, values[k]) for k in names]),
+            sizes=np.column_stack([sides, n - sides]),
         )
 
     def _metric_names(self, metrics: Sequence[str] | None) -> list[str]:
@@ -669,6 +819,7 @@ class Reference:
             "anchors": self.anchors,
             "rff_frequencies": self.rff_frequencies,
             **{f"outer_{k}": v for k, v in self.outer_projection.to_arrays().items()},
+            **({} if self.sample_groups is None else {"sample_groups": self.sample_groups}),
         }
 
     def _metadata(self) -> dict[str, Any]:
@@ -684,12 +835,14 @@ class Reference:
             "n_total": self.n_total,
         }
 
+    def _null_arrays(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for w in self.window_sizes:
+            out.update(self._nulls[w].to_arrays(f"null_{w}_"))
+        return out
+
     def _digest(self) -> str:
-        h = hashlib.sha256(json.dumps(self._metadata(), sort_keys=True).encode())
-        for key, arr in sorted(self._arrays().items()):
-            h.update(key.encode())
-            h.update(np.ascontiguousarray(arr).tobytes())
-        return h.hexdigest()[:16]
+        return _array_digest(self._arrays(), json.dumps(self._metadata(), sort_keys=True))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the reference to ``path`` (an ``.npz`` archive with JSON metadata; no pickle).
@@ -698,9 +851,19 @@ class Reference:
         reference behind.
         """
         target = Path(path)
-        meta = {**self._metadata(), "reference_id": self.reference_id}
+        null_arrays = self._null_arrays()
+        meta = {
+            **self._metadata(),
+            "reference_id": self.reference_id,
+            "nulls": [self._nulls[w].to_metadata() for w in self.window_sizes],
+            "null_digest": _array_digest(null_arrays),
+        }
         buffer = io.BytesIO()
-        arrays: dict[str, Any] = {"metadata": np.array(json.dumps(meta)), **self._arrays()}
+        arrays: dict[str, Any] = {
+            "metadata": np.array(json.dumps(meta)),
+            **self._arrays(),
+            **null_arrays,
+        }
         np.savez_compressed(buffer, **arrays)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
@@ -763,8 +926,10 @@ class Reference:
                 outer_scale=float(meta["outer_scale"]),
                 n_fit=int(meta["n_fit"]),
                 n_total=int(meta["n_total"]),
+                sample_groups=_labels(arrays.get("sample_groups"), source),
+                nulls=_stored_nulls(meta, arrays, source),
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise ReferenceFormatError(
                 f"{str(source)!r} is missing reference field {exc}; the file is incomplete."
             ) from None
@@ -777,6 +942,57 @@ class Reference:
 
 
 # ---------------------------------------------------------------------- metric wiring
+def _group_split(labels: np.ndarray, n_fit: int, rng: np.random.Generator) -> np.ndarray:
+    """Fit-row mask (n,) that keeps every group whole: groups in random order go to the fit
+    part until it holds at least ``n_fit`` rows."""
+    _, codes, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    order = rng.permutation(counts.size)
+    taken = np.cumsum(counts[order]) - counts[order] < n_fit
+    in_fit_group = np.zeros(counts.size, dtype=bool)
+    in_fit_group[order[taken]] = True
+    return in_fit_group[codes]
+
+
+def _labels(array: np.ndarray | None, source: Path) -> np.ndarray | None:
+    """Stored group labels, which must be a 1-D string array."""
+    if array is None:
+        return None
+    if array.ndim != 1 or array.dtype.kind != "U":
+        raise ReferenceFormatError(
+            f"{str(source)!r} holds group labels of dtype {array.dtype} and shape"
+            f" {array.shape}; expected 1-D strings. The file is not a valid reference."
+        )
+    return array
+
+
+def _array_digest(arrays: Mapping[str, np.ndarray], header: str = "") -> str:
+    """First 16 hex digits of the SHA-256 of ``header`` and the arrays in key order."""
+    h = hashlib.sha256(header.encode())
+    for key, arr in sorted(arrays.items()):
+        h.update(key.encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _stored_nulls(
+    meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], source: Path
+) -> dict[int, NullTable]:
+    """The stored nulls of a saved reference, checked against their checksum."""
+    tables = {}
+    for entry in meta.get("nulls", []):
+        w = int(entry["window"])
+        prefix = f"null_{w}_"
+        parts = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+        tables[w] = NullTable.from_parts(entry, parts)
+    found = {k: v for k, v in arrays.items() if k.startswith("null_")}
+    if tables and _array_digest(found) != meta.get("null_digest"):
+        raise ReferenceFormatError(
+            f"{str(source)!r} is corrupt: its stored null distributions do not match their"
+            " checksum. Refit the reference (Reference.fit(..., window_sizes=...))."
+        )
+    return tables
+
+
 def _group_sizes(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = masks.sum(axis=1, dtype=np.float64)
     return n, masks.shape[1] - n

@@ -20,7 +20,7 @@ from embdrift.cli._common import (
 from embdrift.cli._dask import check_on_dask
 from embdrift.errors import InvalidParameterError
 from embdrift.io import read_embeddings
-from embdrift.reference import Reference
+from embdrift.reference import CALIBRATIONS, Reference
 from embdrift.report.html import (
     check_report_inputs,
     read_texts,
@@ -46,6 +46,13 @@ def check(
     ],
     alpha: Annotated[float, typer.Option(help="Level of every decision.")] = 0.05,
     permutations: Annotated[int, typer.Option(help="Permutations behind the p-values.")] = 500,
+    calibration: Annotated[
+        str,
+        typer.Option(
+            help="permutation (exact, B statistics per check) or stored (the null stored by"
+            " 'reference build --window-size', one statistic per check)."
+        ),
+    ] = "permutation",
     seed: Annotated[int, typer.Option(help="Seed of the permutations.")] = 0,
     column: Annotated[str | None, typer.Option(help="Parquet column with the embeddings.")] = None,
     as_json: Annotated[
@@ -97,6 +104,10 @@ def check(
     are sketched on a Dask cluster and tested on the merged sketches (--permutations is then
     the number of null replicates); --window gives one result per time window."""
     check_choice(engine, name="--engine", choices=("local", "dask"))
+    if engine == "dask" and calibration != "permutation":
+        raise InvalidParameterError(
+            "--engine dask tests merged sketches against their own null; drop --calibration."
+        )
     if engine == "dask":
         if report is not None:
             raise InvalidParameterError(
@@ -131,9 +142,16 @@ def check(
         data = read_embeddings(
             source, column=column, on_progress=lambda d, t: bar.update(task, completed=d, total=t)
         )
-        bar.add_task(f"{permutations} permutations over {len(data.embeddings)} rows", total=None)
+        stored = check_choice(calibration, name="--calibration", choices=CALIBRATIONS) == "stored"
+        null = "the stored null" if stored else f"{permutations} permutations"
+        bar.add_task(f"{null} over {len(data.embeddings)} rows", total=None)
         window_texts = check_report_inputs(data, text_table)
-        result = ref.compare(data.embeddings, alpha=alpha, n_permutations=permutations, seed=seed)
+        if stored:
+            result = ref.compare(data.embeddings, alpha=alpha, seed=seed, calibration="stored")
+        else:
+            result = ref.compare(
+                data.embeddings, alpha=alpha, n_permutations=permutations, seed=seed
+            )
         if report is not None:
             bar.add_task("explaining what drifted", total=None)
             result = with_explanation(result, ref, data, seed=seed)

@@ -24,6 +24,14 @@ def build(
         float, typer.Option(help="Share of rows that fit PCA, bandwidth and bins.")
     ] = 0.5,
     column: Annotated[str | None, typer.Option(help="Parquet column with the embeddings.")] = None,
+    window_size: Annotated[
+        list[int] | None,
+        typer.Option(
+            help="Store a null for windows of this many rows (repeatable), so 'embdrift check"
+            " --calibration stored' costs one statistic."
+        ),
+    ] = None,
+    calibration: Annotated[int, typer.Option(help="Null replicates per --window-size.")] = 500,
 ) -> None:
     """Fit a reference on a window of embeddings and save it (npz + JSON, no pickle)."""
     with progress() as bar:
@@ -31,9 +39,16 @@ def build(
         data = read_embeddings(
             source, column=column, on_progress=lambda d, t: bar.update(task, completed=d, total=t)
         )
-        bar.add_task("fitting the reference", total=None)
+        sizes = window_size or []
+        stored = f", {calibration} null replicates per window size" if sizes else ""
+        bar.add_task(f"fitting the reference{stored}", total=None)
         reference = Reference.fit(
-            data.embeddings, seed=seed, n_components=components, fit_fraction=fit_fraction
+            data.embeddings,
+            seed=seed,
+            n_components=components,
+            fit_fraction=fit_fraction,
+            window_sizes=sizes,
+            n_calibration=calibration,
         )
         reference.save(output)
     out_console.print(reference.reference_id)

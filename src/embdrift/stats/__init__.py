@@ -12,11 +12,17 @@ from embdrift.stats.metrics import (
     sliced_wasserstein,
     wasserstein_1d,
 )
-from embdrift.stats.permutation import combine_min_p, permutation_masks, rank_p_values
+from embdrift.stats.permutation import (
+    combine_min_p,
+    group_permutation_masks,
+    permutation_masks,
+    rank_p_values,
+)
 
 __all__ = [
     "combine_min_p",
     "energy_distance",
+    "group_permutation_masks",
     "js_divergence_hist",
     "kl_divergence_hist",
     "median_bandwidth",

@@ -14,6 +14,12 @@ take only B + 1 values, so many permutations tie at the same minimum and the pla
 is conservative; ties are broken by the sum of log p-values (Fisher's combination), a
 symmetric function of each row's statistics, so the rows stay exchangeable and the combined
 p-value stays valid while its level comes close to alpha.
+
+When rows come in groups of near-duplicates (one source document, one product family), rows
+are not exchangeable one by one, only whole groups are: :func:`group_permutation_masks` draws
+the cluster-permutation null (Good (2005), *Permutation, Parametric, and Bootstrap Tests of
+Hypotheses*, Springer, Sec. 3.7.3, "matched pairs and clusters"), which moves whole groups
+between the sides and keeps the number of groups on each side.
 """
 
 from __future__ import annotations
@@ -22,7 +28,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PermutationOutcome", "combine_min_p", "permutation_masks", "rank_p_values"]
+__all__ = [
+    "PermutationOutcome",
+    "combine_min_p",
+    "group_permutation_masks",
+    "permutation_masks",
+    "rank_p_values",
+]
 
 
 def permutation_masks(
@@ -47,6 +59,36 @@ def permutation_masks(
     for row in masks[1:]:
         row[rng.choice(n_pooled, size, replace=False, shuffle=False)] = mark
     return masks
+
+
+def group_permutation_masks(
+    reference_groups: np.ndarray,
+    current_groups: np.ndarray,
+    n_permutations: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Assignments (B + 1, N) as float32 0/1 that move whole groups between the sides.
+
+    ``reference_groups`` (n,) and ``current_groups`` (m,) label the rows of each side (any
+    hashable labels); a group is the rows of one side that share a label, so a label seen on
+    both sides makes two groups and the observed split is always one of the assignments drawn.
+    Row 0 is the observed split (reference rows first); rows 1..B each put a uniform random
+    subset of G_ref of the G groups on the reference side, G_ref being the reference's number
+    of groups. Under no drift whole groups are exchangeable, so the permutation p-values stay
+    exact while the side sizes vary from row to row (every statistic reads its sizes from the
+    mask). With one row per group this is :func:`permutation_masks`' distribution.
+    """
+    _, ref_codes = np.unique(np.asarray(reference_groups), return_inverse=True)
+    _, cur_codes = np.unique(np.asarray(current_groups), return_inverse=True)
+    g_ref = int(ref_codes.max()) + 1 if ref_codes.size else 0
+    g_all = g_ref + (int(cur_codes.max()) + 1 if cur_codes.size else 0)
+    codes = np.concatenate([ref_codes.ravel(), g_ref + cur_codes.ravel()])
+    chosen = np.zeros((n_permutations + 1, g_all), dtype=np.float32)
+    chosen[0, :g_ref] = 1.0
+    if n_permutations:
+        ranks = np.argsort(rng.random((n_permutations, g_all)), axis=1)
+        np.put_along_axis(chosen[1:], ranks[:, :g_ref], np.float32(1.0), axis=1)
+    return np.ascontiguousarray(chosen[:, codes])
 
 
 def rank_p_values(scores: np.ndarray) -> np.ndarray:

@@ -1,0 +1,166 @@
+"""Null distributions stored in a reference, so a monitoring check costs one statistic.
+
+``Reference.fit(..., window_sizes=(m, ...))`` simulates, for each window size m, the joint null
+of every metric from splits of the reference's own held-out rows S (n rows): replicate b puts
+a pseudo-window C_b of m_b = min(m, n // 2) rows on one side (whole groups when the reference
+has group labels) and the other n − m_b rows on the other, and evaluates every statistic with
+the same code, path and frozen parameters a live comparison of m rows uses. Nothing in S was
+used to fit the projection, the kernel or the bins, so under no drift a live window and C_b are
+exchangeable with the rest of S, and the live statistic ranks uniformly among the replicates.
+
+A live test compares all n rows of S with m rows, a replicate n − m_b with m_b. Each
+statistic's null scale follows its asymptotics in 1/n + 1/m (Gretton et al. (2012), "A Kernel
+Two-Sample Test", JMLR 13, Thm. 12, for MMD²; Székely & Rizzo (2013), "Energy statistics",
+J. Stat. Plan. Inference 143(8), Sec. 6, for the energy distance): squared distances and
+divergences (MMD², energy, KL, JS) scale linearly, distances (Wasserstein, mean shift,
+|log spread ratio|, novelty, residual mean shift) as the square root, so replicate b is
+multiplied by ``c_b = (1/n + 1/m) / (1/n_b + 1/m_b)`` or ``sqrt(c_b)``. The energy distance of
+the large-n path runs on ``energy_rows`` pooled rows, so its sizes are the subsample's. The
+rescaling is exact in the large-sample limit for statistics whose null is a scaled weighted
+chi-square, and first order otherwise; ``tests/test_stored_null.py`` checks the false-alarm
+rate it yields (over 300 fresh references at alpha = 0.05: every metric between 0.027 and
+0.067, the verdict 0.043 at its own window size and 0.057 when rescaled from half of it).
+
+The stored null is conditional on the reference's rows: one reference's false-alarm rate
+varies around alpha from reference to reference (``benchmarks/calibration.py`` reports the
+spread), which the permutation test of ``compare`` avoids at the price of B statistics per
+check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from embdrift.stats.permutation import permutation_masks
+
+__all__ = ["SCALING", "NullTable", "rescaled", "split_masks"]
+
+#: How each metric's null scales with 1/n + 1/m: "linear" or "sqrt".
+SCALING: Mapping[str, str] = {
+    "mmd": "linear",
+    "energy": "linear",
+    "wasserstein_pc1": "sqrt",
+    "sliced_wasserstein": "sqrt",
+    "kl_pc1": "linear",
+    "js_pc1": "linear",
+    "mean_shift": "sqrt",
+    "spread_ratio": "sqrt",
+    "reconstruction_error": "sqrt",
+    "novelty": "sqrt",
+    "residual_mean_shift": "sqrt",
+}
+
+
+@dataclass(frozen=True)
+class NullTable:
+    """The simulated null of every metric for windows of ``window`` rows.
+
+    Attributes
+    ----------
+    window : int
+        The window size m it was simulated for.
+    exact : bool
+        Whether the statistics ran on the exact path (the live check must use the same).
+    metrics : tuple of str
+        Column names of ``scores``.
+    scores : ndarray (B, J) float64
+        Test statistics (larger means more drift) of the B replicates, unscaled.
+    sizes : ndarray (B, 2) float64
+        Rows on the pseudo-reference and pseudo-window side of each replicate.
+    """
+
+    window: int
+    exact: bool
+    metrics: tuple[str, ...]
+    scores: np.ndarray
+    sizes: np.ndarray
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}scores": self.scores, f"{prefix}sizes": self.sizes}
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {"window": self.window, "exact": self.exact, "metrics": list(self.metrics)}
+
+    @classmethod
+    def from_parts(cls, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> NullTable:
+        """Rebuild a table saved by :meth:`to_metadata` and :meth:`to_arrays`; a field of the
+        wrong kind or shape raises ``KeyError``/``ValueError``."""
+        metrics = tuple(str(name) for name in meta["metrics"])
+        scores = np.asarray(arrays["scores"], dtype=np.float64)
+        sizes = np.asarray(arrays["sizes"], dtype=np.float64)
+        unknown = set(metrics) - set(SCALING)
+        if unknown or scores.ndim != 2 or scores.shape[1] != len(metrics):
+            raise ValueError(f"null scores of shape {scores.shape} for metrics {metrics}")
+        if sizes.shape != (scores.shape[0], 2) or not (sizes >= 2).all():
+            raise ValueError(f"null sizes of shape {sizes.shape}")
+        return cls(
+            window=int(meta["window"]),
+            exact=bool(meta["exact"]),
+            metrics=metrics,
+            scores=scores,
+            sizes=sizes,
+        )
+
+
+def split_masks(
+    n: int,
+    window: int,
+    n_replicates: int,
+    rng: np.random.Generator,
+    *,
+    groups: np.ndarray | None = None,
+) -> np.ndarray:
+    """Splits (B, n) float32 of n reference rows: 1 = pseudo-reference, 0 = pseudo-window.
+
+    Without ``groups`` each replicate puts a uniform random subset of ``window`` rows in the
+    pseudo-window. With ``groups`` (n labels) whole groups, in random order, join the
+    pseudo-window until it holds at least ``window`` rows, so near-duplicates stay together as
+    they do in a live window.
+    """
+    if groups is None:
+        return permutation_masks(n - window, window, n_replicates, rng)[1:]
+    _, codes, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    order = np.argsort(rng.random((n_replicates, counts.size)), axis=1)
+    ordered = counts[order]
+    in_window = (np.cumsum(ordered, axis=1) - ordered) < window
+    chosen = np.zeros((n_replicates, counts.size), dtype=bool)
+    np.put_along_axis(chosen, order, in_window, axis=1)
+    return np.ascontiguousarray((~chosen[:, codes.ravel()]).astype(np.float32))
+
+
+def rescaled(
+    table: NullTable,
+    names: Sequence[str],
+    n: int,
+    m: int,
+    *,
+    energy_rows: int,
+) -> np.ndarray:
+    """The replicates' scores (B, len(names)) scaled to a live test of n reference rows
+    against m current rows (see the module docstring)."""
+    n_b, m_b = table.sizes[:, 0], table.sizes[:, 1]
+    live = 1.0 / n + 1.0 / m
+    out = np.empty((table.scores.shape[0], len(names)))
+    for j, name in enumerate(names):
+        if name == "energy" and not table.exact:
+            # The large-n energy distance runs on a subsample of energy_rows pooled rows.
+            live_e = _subsampled(n, m, energy_rows)
+            factor = live_e / _subsampled(n_b, m_b, energy_rows)
+        else:
+            factor = live / (1.0 / n_b + 1.0 / m_b)
+        if SCALING[name] == "sqrt":
+            factor = np.sqrt(factor)
+        out[:, j] = table.scores[:, table.metrics.index(name)] * factor
+    return out
+
+
+def _subsampled(n: Any, m: Any, rows: int) -> Any:
+    """1/n + 1/m of the side sizes after a label-independent subsample of ``rows`` pooled
+    rows (the pooled sizes themselves when there are fewer): (N/E)(1/n + 1/m)."""
+    pooled = n + m
+    share = np.maximum(pooled / rows, 1.0)
+    return share * (1.0 / n + 1.0 / m)

@@ -1,0 +1,114 @@
+"""The null stored at fit (``Reference.fit(..., window_sizes=)``, ``compare(...,
+calibration="stored")``): false-alarm rates over many fresh references, agreement with the
+permutation test, power, and the saved file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embdrift import METRICS, Reference
+from embdrift.errors import InvalidParameterError, ReferenceFormatError
+from embdrift.synthetic import World
+
+ALPHA = 0.05
+RUNS = 300
+LOW, HIGH = 0.027, 0.080  # 99% binomial interval around 0.05 at 300 runs
+WORLD = World.make(dim=16, seed=5)
+WEIGHTS = np.r_[np.ones(8), 0.0] / 8
+
+
+def _window(n: int, rng: np.random.Generator, shift: float = 0.0) -> np.ndarray:
+    x = WORLD.sample(n, weights=WEIGHTS, seed=rng)[0]
+    if shift:
+        x = x + shift * WORLD.centers[0] / np.linalg.norm(WORLD.centers[0])
+    return x
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("window", [150, 300])
+def test_stored_null_false_alarm_rate_over_fresh_references(window: int) -> None:
+    # 600 reference rows hold out 300: a window of 150 is simulated at its own size, one of
+    # 300 at 150 and rescaled (the splits run out).
+    hits = {name: 0 for name in (*METRICS, "combined")}
+    for seed in range(RUNS):
+        rng = np.random.default_rng([seed, window])
+        ref = Reference.fit(
+            _window(1000, rng), seed=seed, window_sizes=(window,), n_calibration=199
+        )
+        result = ref.compare(_window(window, rng), alpha=ALPHA, seed=seed, calibration="stored")
+        hits["combined"] += result.drifted
+        for name, metric in result.metrics.items():
+            hits[name] += metric.drifted
+    rates = {k: v / RUNS for k, v in hits.items()}
+    print(f"stored-null false alarms at window {window}:", rates)
+    # The verdict must lie in the 99% binomial interval; each of the 11 metrics in the 99.9%
+    # one ([0.009, 0.092] at 300 runs), so that 22 per-metric looks do not fail a calibrated
+    # null by chance one run in five, while a null that is off (0.15 or 0.01) still fails.
+    assert LOW <= rates["combined"] <= HIGH, rates
+    outside = {k: v for k, v in rates.items() if not 0.009 <= v <= 0.092}
+    assert not outside, f"outside [0.009, 0.092]: {outside}"
+
+
+def test_stored_p_values_agree_with_the_permutation_test() -> None:
+    rng = np.random.default_rng(1)
+    ref = Reference.fit(_window(1200, rng), seed=1, window_sizes=(300,), n_calibration=999)
+    gaps = []
+    for shift in (0.0, 0.05, 0.1):
+        cur = _window(300, rng, shift)
+        stored = ref.compare(cur, calibration="stored")
+        perm = ref.compare(cur, n_permutations=999, seed=2)
+        assert stored.method == "stored_null" and stored.n_permutations == 999
+        for name in METRICS:
+            assert stored.metrics[name].value == pytest.approx(perm.metrics[name].value)
+            gaps.append(abs(stored.metrics[name].p_value - perm.metrics[name].p_value))
+    # Two Monte Carlo nulls of 999 draws each: sd of a p-value gap <= sqrt(2 * 0.25 / 999).
+    assert max(gaps) < 0.1, gaps
+
+
+def test_stored_null_power_matches_the_permutation_test() -> None:
+    stored_hits = perm_hits = 0
+    runs = 30
+    for seed in range(runs):
+        rng = np.random.default_rng([seed, 17])
+        ref = Reference.fit(_window(1000, rng), seed=seed, window_sizes=(250,), n_calibration=199)
+        cur = _window(250, rng, shift=0.08)
+        stored_hits += ref.compare(cur, calibration="stored").drifted
+        perm_hits += ref.compare(cur, n_permutations=199, seed=seed).drifted
+    print(f"power: stored {stored_hits / runs:.2f}, permutation {perm_hits / runs:.2f}")
+    assert 0.3 <= perm_hits / runs <= 0.95  # the shift is neither trivial nor invisible
+    assert abs(stored_hits - perm_hits) / runs <= 0.15
+
+
+def test_stored_nulls_round_trip_and_are_checked(tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    ref = Reference.fit(_window(600, rng), seed=0, window_sizes=(100, 200), n_calibration=49)
+    assert ref.window_sizes == (100, 200)
+    cur = _window(150, rng)
+    path = ref.save(tmp_path / "ref.npz")
+    loaded = Reference.load(path)
+    assert loaded.window_sizes == (100, 200)
+    assert loaded.compare(cur, calibration="stored").to_dict() | {"timings": {}} == ref.compare(
+        cur, calibration="stored"
+    ).to_dict() | {"timings": {}}
+    # A tampered null is refused, not silently used.
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    arrays["null_100_scores"] = arrays["null_100_scores"] * 0.5
+    np.savez(tmp_path / "tampered.npz", **arrays)
+    with pytest.raises(ReferenceFormatError, match="checksum"):
+        Reference.load(tmp_path / "tampered.npz")
+
+
+def test_stored_calibration_errors_name_the_fix() -> None:
+    rng = np.random.default_rng(4)
+    x = _window(600, rng)
+    ref = Reference.fit(x, seed=0, window_sizes=(100,), n_calibration=49)
+    with pytest.raises(InvalidParameterError, match=r"window_sizes=\[\.\.\., 400\]"):
+        ref.compare(_window(400, rng), calibration="stored")
+    with pytest.raises(InvalidParameterError, match="drop 'groups' and 'n_permutations'"):
+        ref.compare(_window(100, rng), calibration="stored", n_permutations=99)
+    with pytest.raises(InvalidParameterError, match="'calibration'"):
+        ref.compare(_window(100, rng), calibration="bootstrap")
+    with pytest.raises(InvalidParameterError, match="No stored null"):
+        Reference.fit(x, seed=0).compare(_window(100, rng), calibration="stored")
