@@ -16,7 +16,7 @@ import pytest
 import scipy.stats
 
 from embdrift import Reference
-from embdrift.errors import IdMismatchError, InvalidParameterError
+from embdrift.errors import IdMismatchError, InsufficientDataError, InvalidParameterError
 from embdrift.stats.permutation import group_permutation_masks, permutation_masks
 
 ALPHA = 0.05
@@ -97,7 +97,46 @@ def test_group_inputs_are_checked() -> None:
         grouped.compare(x[:20], groups=np.array([object()] * 20))
     result = grouped.compare(x[:20], groups=labels[:20], n_permutations=49)
     assert result.method == "group_permutation"
-    assert grouped.compare(x[:20], n_permutations=49).method == "permutation"
+    with pytest.raises(InvalidParameterError, match="fitted with groups"):
+        grouped.compare(x[:20], n_permutations=49)  # row by row would alarm far above alpha
+    with pytest.raises(InsufficientDataError, match="too few for a p-value"):
+        grouped.compare(x[:20], groups=np.zeros(20, dtype=int), n_permutations=49, alpha=0.01)
+
+
+def test_singleton_groups_never_leave_a_side_with_one_row() -> None:
+    # A current window that is one group, against singletons: a draw that moves the big group
+    # to the reference side would leave one row on the current side; such draws are redrawn.
+    masks = group_permutation_masks(
+        np.arange(30), np.zeros(40, dtype=int), 2000, np.random.default_rng(5)
+    )
+    sides = masks.sum(axis=1)
+    assert sides.min() >= 2 and (70 - sides).min() >= 2
+    with pytest.raises(InsufficientDataError, match="2 rows per side"):
+        group_permutation_masks(np.arange(5), np.zeros(1, dtype=int), 10, np.random.default_rng(0))
+
+
+def test_subsampling_keeps_groups_whole_on_both_sides() -> None:
+    rng = np.random.default_rng(6)
+    x, labels = _clustered(80, 5, rng)
+    x[:, 0] = labels
+    ref = Reference.fit(x, seed=0, groups=labels, max_rows=60)
+    counts = np.bincount(ref.sample[:, 0].astype(int), minlength=80)
+    assert set(np.unique(counts)) <= {0, 5}
+    assert 60 <= ref.sample.shape[0] < 65
+    y, gy = _clustered(40, 5, rng, offset=100)
+    result = ref.compare(y, groups=gy, n_permutations=49, seed=1)
+    assert result.n_current == 60  # 12 whole groups of 5 out of 40
+
+
+def test_stored_null_with_too_few_groups_is_refused() -> None:
+    rng = np.random.default_rng(7)
+    x, labels = _clustered(60, 5, rng)
+    with pytest.raises(InsufficientDataError, match="held-out groups"):
+        Reference.fit(x, seed=0, groups=labels, window_sizes=(50,), n_calibration=49)
+    x, labels = _clustered(400, 2, rng)
+    ref = Reference.fit(x, seed=0, groups=labels, window_sizes=(100,), n_calibration=49)
+    y, _ = _clustered(50, 2, rng, offset=1000)
+    assert ref.compare(y, calibration="stored").method == "stored_null"
 
 
 def _null_rate(*, grouped: bool, runs: int) -> float:

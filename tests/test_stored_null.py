@@ -4,6 +4,8 @@ permutation test, power, and the saved file."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -98,6 +100,24 @@ def test_stored_nulls_round_trip_and_are_checked(tmp_path) -> None:
     np.savez(tmp_path / "tampered.npz", **arrays)
     with pytest.raises(ReferenceFormatError, match="checksum"):
         Reference.load(tmp_path / "tampered.npz")
+    # So is reordered metadata (the metric names of the columns), and a null of another file.
+    arrays["null_100_scores"] = arrays["null_100_scores"] * 2.0
+    meta = json.loads(str(arrays["metadata"]))
+    meta["nulls"][0]["metrics"] = meta["nulls"][0]["metrics"][::-1]
+    np.savez(tmp_path / "reordered.npz", **{**arrays, "metadata": np.array(json.dumps(meta))})
+    with pytest.raises(ReferenceFormatError, match="checksum"):
+        Reference.load(tmp_path / "reordered.npz")
+    other = Reference.fit(_window(600, rng), seed=9, window_sizes=(100, 200), n_calibration=49)
+    with np.load(other.save(tmp_path / "other.npz"), allow_pickle=False) as archive:
+        foreign = {k: archive[k] for k in archive.files if k.startswith("null_")}
+    meta = json.loads(str(arrays["metadata"]))
+    meta["null_digest"] = json.loads(str(np.load(tmp_path / "other.npz")["metadata"]))[
+        "null_digest"
+    ]
+    swapped = {**arrays, **foreign, "metadata": np.array(json.dumps(meta))}
+    np.savez(tmp_path / "swapped.npz", **swapped)
+    with pytest.raises(ReferenceFormatError, match="checksum"):
+        Reference.load(tmp_path / "swapped.npz")
 
 
 def test_stored_calibration_errors_name_the_fix() -> None:

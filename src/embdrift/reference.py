@@ -10,10 +10,13 @@ the same distribution are exchangeable, and permutation p-values are exact.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
+import re
 import tempfile
 import time
 import zipfile
@@ -41,7 +44,9 @@ from embdrift.stats.permutation import (
     combine_min_p,
     group_permutation_masks,
     permutation_masks,
+    whole_groups,
 )
+from embdrift.stats.stored_null import NullTable, rescaled, split_masks
 from embdrift.stats.twosample import (
     EnergyStatistic,
     FeatureMMD,
@@ -56,12 +61,21 @@ from embdrift.stats.twosample import (
     pairwise_sq_distances,
     random_fourier_features,
 )
-from embdrift.stored_null import NullTable, rescaled, split_masks
 
-__all__ = ["CALIBRATIONS", "DECISION_METRICS", "METRICS", "PATHS", "Reference", "ReferenceParams"]
+__all__ = [
+    "CALIBRATIONS",
+    "DECISION_METRICS",
+    "MAX_REFERENCE_BYTES",
+    "METRICS",
+    "PATHS",
+    "Reference",
+    "ReferenceParams",
+]
 
 FORMAT_NAME = "embdrift.reference"
 FORMAT_VERSION = 1
+#: Default cap on the bytes a reference file's arrays may unpack to (``Reference.load``).
+MAX_REFERENCE_BYTES = 4 * 1024**3
 
 #: Metric name -> what its value means. Effect sizes are listed in ``_effect_size``.
 METRICS: Mapping[str, str] = {
@@ -133,6 +147,11 @@ class _Rows:
         )
 
 
+#: Fewest held-out groups a grouped reference needs for a stored null: the null's spread is
+#: estimated from the groups, and with a few dozen it is too narrow (0.11 false alarms at 30
+#: groups, 0.05 at 100, in a seeded review of the stored null).
+_MIN_NULL_GROUPS = 100
+
 #: Rows per chunk when the large-n path computes random features or centred rows of the
 #: current window (bounds the temporaries to chunk x (2J + d) float32, ~24 MB by default).
 _CHUNK_ROWS = 4096
@@ -187,7 +206,10 @@ class Reference:
         self.outer_scale = float(outer_scale)
         self.n_fit = int(n_fit)
         self.n_total = int(n_total)
-        self.sample_groups = None if sample_groups is None else np.asarray(sample_groups, str)
+        self._sample_groups = None
+        if sample_groups is not None:
+            self._sample_groups = np.array(sample_groups, dtype=str)
+            self._sample_groups.setflags(write=False)
         self.reference_id = self._digest()
         # Stored nulls are derived from the test rows and saved beside them, under their own
         # checksum: the reference_id names what a permutation check compares against.
@@ -276,7 +298,7 @@ class Reference:
         window_sizes : sequence of int
             Window sizes (rows) to store a null distribution for, so that
             ``compare(..., calibration="stored")`` on a window of about that size costs one
-            statistic instead of B (:mod:`embdrift.stored_null`). Simulated from
+            statistic instead of B (:mod:`embdrift.stats.stored_null`). Simulated from
             ``n_calibration`` splits of the held-out rows (whole groups with ``groups``).
         n_calibration : int
             Replicates per stored window size; stored p-values are multiples of
@@ -315,7 +337,7 @@ class Reference:
             labels = None
         else:
             labels = as_group_labels(groups, n=n)
-            in_fit = _group_split(labels, n_fit, rng)
+            in_fit = whole_groups(labels, n_fit, rng)
             n_fit = int(in_fit.sum())
             if n_fit < 10 or n - n_fit < 10:
                 raise InsufficientDataError(
@@ -324,7 +346,9 @@ class Reference:
                 )
         fit_rows = x[in_fit]
         test_index = np.flatnonzero(~in_fit)
-        if test_index.size > max_rows:
+        if test_index.size > max_rows and labels is not None:
+            test_index = test_index[whole_groups(labels[test_index], max_rows, rng)]
+        elif test_index.size > max_rows:
             test_index = np.sort(rng.choice(test_index, max_rows, replace=False))
         test_rows = x[test_index]
 
@@ -381,6 +405,16 @@ class Reference:
             n_total=n,
             sample_groups=None if labels is None else labels[test_index],
         )
+        if sizes and labels is not None:
+            n_groups = np.unique(labels[test_index]).size
+            if n_groups < _MIN_NULL_GROUPS:
+                raise InsufficientDataError(
+                    f"A stored null splits the held-out rows by group, and this reference holds"
+                    f" {n_groups} held-out groups; with fewer than {_MIN_NULL_GROUPS} the"
+                    " simulated null is too narrow (false alarms above alpha). Fit on more"
+                    " groups, or drop window_sizes and compare with groups= (the group"
+                    " permutation is exact with any number of groups)."
+                )
         for window in sorted(set(sizes)):
             reference._nulls[window] = reference._simulate_null(window, n_calibration, rng)
         return reference
@@ -390,6 +424,11 @@ class Reference:
     def dim(self) -> int:
         """Embedding dimension."""
         return self.projection.dim
+
+    @property
+    def sample_groups(self) -> np.ndarray | None:
+        """Group labels of the held-out test rows (read-only), or None without groups."""
+        return self._sample_groups
 
     @property
     def window_sizes(self) -> tuple[int, ...]:
@@ -497,16 +536,26 @@ class Reference:
             )
         cur_groups = None
         if groups is not None:
-            if self.sample_groups is None:
+            if self._sample_groups is None:
                 raise InvalidParameterError(
                     "'groups' of the current rows need the reference's groups: fit the"
                     " reference with Reference.fit(..., groups=...), or compare without groups."
                 )
             cur_groups = as_group_labels(groups, n=cur.shape[0])
+        elif self._sample_groups is not None and not stored:
+            raise InvalidParameterError(
+                "This reference was fitted with groups: pass the current rows' groups"
+                " (compare(..., groups=...)) so the permutations move whole groups, or use"
+                " calibration='stored'. Rows of one group compared row by row alarm far above"
+                " alpha."
+            )
         if cur.shape[0] > self.params.max_rows:
-            rows = np.sort(rng.choice(cur.shape[0], self.params.max_rows, replace=False))
-            cur = cur[rows]
-            cur_groups = None if cur_groups is None else cur_groups[rows]
+            if cur_groups is not None:
+                keep = whole_groups(cur_groups, self.params.max_rows, rng)
+                cur, cur_groups = cur[keep], cur_groups[keep]
+            else:
+                rows = np.sort(rng.choice(cur.shape[0], self.params.max_rows, replace=False))
+                cur = cur[rows]
         ref = self._sample
         n_ref, n_cur = ref.shape[0], cur.shape[0]
         table = self._stored_null(n_cur) if stored else None
@@ -519,17 +568,28 @@ class Reference:
             if n_permutations is None:
                 n_permutations = 500 if exact else 200
             check_int(n_permutations, name="n_permutations", low=19)
-            if cur_groups is None or self.sample_groups is None:
+            if cur_groups is None or self._sample_groups is None:
                 masks = permutation_masks(n_ref, n_cur, n_permutations, rng)
             else:
-                masks = group_permutation_masks(self.sample_groups, cur_groups, n_permutations, rng)
+                _check_group_count(self._sample_groups, cur_groups, alpha)
+                masks = group_permutation_masks(
+                    self._sample_groups, cur_groups, n_permutations, rng
+                )
         per_row = _Rows.join(self._test_rows, self._rows(cur))
         t1 = time.perf_counter()
         values, between = self._evaluate(names, cur, per_row, masks, exact=exact, rng=rng)
         t2 = time.perf_counter()
         scores = np.column_stack([_test_statistic(n, values[n]) for n in names])
         if table is not None:
-            null = rescaled(table, names, n_ref, n_cur, energy_rows=self.params.energy_rows)
+            null = rescaled(
+                table,
+                names,
+                n_ref,
+                n_cur,
+                energy_rows=self.params.energy_rows,
+                n_bins=self.params.n_bins,
+                smoothing=self.params.smoothing,
+            )
             scores = np.vstack([scores, null])
         outcome = combine_min_p(scores, alpha=alpha)
         combined_p = combine_min_p(
@@ -596,10 +656,10 @@ class Reference:
         self, window: int, n_calibration: int, rng: np.random.Generator
     ) -> NullTable:
         """Every metric's null for windows of ``window`` rows from splits of the test rows
-        (:mod:`embdrift.stored_null`), on the path a live window of that size takes."""
+        (:mod:`embdrift.stats.stored_null`), on the path a live window of that size takes."""
         n = self._sample.shape[0]
         part = min(window, n // 2)
-        masks = split_masks(n, part, n_calibration, rng, groups=self.sample_groups)
+        masks = split_masks(n, part, n_calibration, rng, groups=self._sample_groups)
         sides = masks.sum(axis=1, dtype=np.float64)
         if sides.min() < 2 or (n - sides).min() < 2:
             raise InsufficientDataError(
@@ -819,7 +879,7 @@ class Reference:
             "anchors": self.anchors,
             "rff_frequencies": self.rff_frequencies,
             **{f"outer_{k}": v for k, v in self.outer_projection.to_arrays().items()},
-            **({} if self.sample_groups is None else {"sample_groups": self.sample_groups}),
+            **({} if self._sample_groups is None else {"sample_groups": self._sample_groups}),
         }
 
     def _metadata(self) -> dict[str, Any]:
@@ -852,11 +912,12 @@ class Reference:
         """
         target = Path(path)
         null_arrays = self._null_arrays()
+        nulls = [self._nulls[w].to_metadata() for w in self.window_sizes]
         meta = {
             **self._metadata(),
             "reference_id": self.reference_id,
-            "nulls": [self._nulls[w].to_metadata() for w in self.window_sizes],
-            "null_digest": _array_digest(null_arrays),
+            "nulls": nulls,
+            "null_digest": _null_digest(self.reference_id, nulls, null_arrays),
         }
         buffer = io.BytesIO()
         arrays: dict[str, Any] = {
@@ -879,10 +940,36 @@ class Reference:
         return target
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Reference:
-        """Read a reference written by :meth:`save` (never unpickles anything)."""
+    def load(
+        cls, path: str | os.PathLike[str], *, max_bytes: int = MAX_REFERENCE_BYTES
+    ) -> Reference:
+        """Read a reference written by :meth:`save`; safe on a file from an untrusted source.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The ``.npz`` file.
+        max_bytes : int
+            Most bytes the file's arrays may unpack to (default 4 GiB).
+
+        Notes
+        -----
+        Nothing in the file is executed, imported or followed: the archive must hold exactly
+        the members :meth:`save` writes; each member's ``.npy`` header is read first and must
+        announce a float array (the metadata: a unicode scalar) whose byte count agrees with
+        the member's unpacked size, and all members together at most ``max_bytes``, so a
+        declared shape of 10^12 rows or a zip bomb is refused before any array is allocated;
+        arrays are read with ``allow_pickle=False`` (no object arrays, no unpickling); the
+        JSON metadata must have exactly the keys and types :meth:`save` writes (a path or any
+        other string where a number belongs is refused, never opened); the arrays must be
+        finite with shapes consistent with each other and the metadata; and the content
+        must hash to the stored ``reference_id``. Every refusal is a
+        :class:`~embdrift.errors.ReferenceFormatError`.
+        """
         source = Path(path)
+        check_int(max_bytes, name="max_bytes", low=1)
         try:
+            _check_archive(source, max_bytes)
             with np.load(source, allow_pickle=False) as archive:
                 arrays = {key: archive[key] for key in archive.files}
         except FileNotFoundError:
@@ -890,28 +977,37 @@ class Reference:
                 f"No reference file at {str(source)!r}. Build one with"
                 " 'embdrift reference build FILE -o REF'."
             ) from None
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError, NotImplementedError) as exc:
+            if isinstance(exc, ReferenceFormatError):
+                raise
             raise ReferenceFormatError(
                 f"{str(source)!r} is not an embdrift reference (.npz) file: {exc}."
             ) from None
         try:
             meta = json.loads(str(arrays.pop("metadata")))
-        except (KeyError, json.JSONDecodeError):
+        except (KeyError, json.JSONDecodeError, RecursionError):
             raise ReferenceFormatError(
-                f"{str(source)!r} has no embdrift metadata; it is not an embdrift reference."
+                f"{str(source)!r} has no readable embdrift metadata; it is not an embdrift"
+                " reference."
             ) from None
+        if not isinstance(meta, dict):
+            raise ReferenceFormatError(
+                f"{str(source)!r} has metadata of type {type(meta).__name__}; expected an object."
+            )
         if meta.get("format") != FORMAT_NAME:
             raise ReferenceFormatError(
-                f"{str(source)!r} has format {meta.get('format')!r}, expected {FORMAT_NAME!r}."
+                f"{str(source)!r} has format {meta.get('format')!r:.80}, expected {FORMAT_NAME!r}."
             )
         if meta.get("version") != FORMAT_VERSION:
             raise ReferenceFormatError(
-                f"{str(source)!r} is reference format version {meta.get('version')!r}; this"
+                f"{str(source)!r} is reference format version {meta.get('version')!r:.80}; this"
                 f" embdrift reads version {FORMAT_VERSION}. Rebuild the reference."
             )
+        params = _check_metadata(meta, source)
+        _check_arrays(arrays, params, source)
         try:
             ref = cls(
-                params=ReferenceParams(**meta["params"]),
+                params=params,
                 projection=FrozenPCA.from_arrays(arrays),
                 bandwidth=float(meta["bandwidth"]),
                 pc1_edges=arrays["pc1_edges"],
@@ -936,21 +1032,205 @@ class Reference:
         if meta.get("reference_id") != ref.reference_id:
             raise ReferenceFormatError(
                 f"{str(source)!r} is corrupt: its content does not match its reference_id"
-                f" {meta.get('reference_id')!r}."
+                f" {meta.get('reference_id')!r:.40}."
             )
         return ref
 
 
+# ---------------------------------------------------------------------- loading safely
+#: Members of a saved reference (``np.savez`` stores array NAME as ``NAME.npy``).
+_PCA_KEYS = ("pca_mean", "pca_components", "pca_explained_variance", "pca_total_variance")
+_ARRAY_KEYS = (
+    *_PCA_KEYS,
+    "pca_scale",
+    "pc1_edges",
+    "sample",
+    "anchors",
+    "rff_frequencies",
+    *(f"outer_{k}" for k in (*_PCA_KEYS, "pca_scale")),
+)
+#: Metadata keys and the JSON types of their values.
+_META_FLOATS = ("bandwidth", "residual_scale", "novelty_scale", "outer_scale")
+_META_KEYS = frozenset(
+    (
+        "format",
+        "version",
+        "params",
+        "n_fit",
+        "n_total",
+        "reference_id",
+        "nulls",
+        "null_digest",
+        *_META_FLOATS,
+    )
+)
+#: Stored null members: ``null_{window}_scores`` / ``null_{window}_sizes``.
+_NULL_MEMBER = re.compile(r"null_[1-9][0-9]{0,9}_(scores|sizes)\.npy")
+#: Longest metadata text (the JSON of a saved reference is a few hundred characters).
+_MAX_METADATA_CHARS = 1 << 16
+
+
+def _check_archive(source: Path, max_bytes: int) -> None:
+    """Refuse an archive whose members, declared dtypes or sizes are not a reference's,
+    reading only the zip directory and each member's ``.npy`` header."""
+    with zipfile.ZipFile(source) as archive:
+        infos = archive.infolist()
+        names = [info.filename for info in infos]
+        expected = {f"{k}.npy" for k in ("metadata", *_ARRAY_KEYS)}
+        expected |= {n for n in names if n == "sample_groups.npy" or _NULL_MEMBER.fullmatch(n)}
+        if "metadata.npy" not in names:
+            raise ReferenceFormatError(
+                f"{str(source)!r} has no embdrift metadata; it is not an embdrift reference."
+            )
+        if len(names) != len(set(names)) or set(names) != expected:
+            extra = sorted(set(names) - expected)
+            missing = sorted(expected - set(names))
+            raise ReferenceFormatError(
+                f"{str(source)!r} does not hold the members of an embdrift reference"
+                f" (unexpected: {extra!r:.200}, missing: {missing}, repeated:"
+                f" {len(names) != len(set(names))})."
+            )
+        total = sum(info.file_size for info in infos)
+        if total > max_bytes:
+            raise ReferenceFormatError(
+                f"{str(source)!r} unpacks to {total} bytes, more than max_bytes={max_bytes};"
+                " refused before reading (raise max_bytes only for a file you trust)."
+            )
+        for info in infos:
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version not in ((1, 0), (2, 0)):
+                    raise ValueError(f"member {info.filename}: .npy version {version}")
+                read_header = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, _, dtype = read_header(member)
+                header = member.tell()
+            is_meta = info.filename == "metadata.npy"
+            is_text = is_meta or info.filename == "sample_groups.npy"
+            kind_ok = dtype.kind == "U" if is_text else dtype.kind == "f"
+            if dtype.hasobject or not kind_ok or dtype.fields is not None:
+                raise ReferenceFormatError(
+                    f"{str(source)!r}: member {info.filename!r} has dtype {dtype}; a reference"
+                    f" holds only {'text' if is_text else 'float'} arrays (no objects, no pickle)."
+                )
+            if is_meta and dtype.itemsize > 4 * _MAX_METADATA_CHARS:
+                raise ReferenceFormatError(
+                    f"{str(source)!r}: metadata of {dtype.itemsize // 4} characters; a"
+                    f" reference's metadata is at most {_MAX_METADATA_CHARS}."
+                )
+            n_bytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if header + n_bytes != info.file_size or (is_meta and shape != ()):
+                raise ReferenceFormatError(
+                    f"{str(source)!r}: member {info.filename!r} declares shape {shape} of"
+                    f" {dtype} ({n_bytes} bytes) but unpacks to {info.file_size - header}; the"
+                    " file is corrupt or forged."
+                )
+
+
+def _check_metadata(meta: dict[str, Any], source: Path) -> ReferenceParams:
+    """The metadata's keys and value types, exactly as :meth:`Reference.save` writes them."""
+    if set(meta) != _META_KEYS:
+        raise ReferenceFormatError(
+            f"{str(source)!r} has metadata keys {sorted(meta)!r:.200}; expected"
+            f" {sorted(_META_KEYS)}."
+        )
+    fields = {f.name: f.type for f in dataclasses.fields(ReferenceParams)}
+    raw = meta["params"]
+    if not isinstance(raw, dict) or set(raw) != set(fields):
+        raise ReferenceFormatError(
+            f"{str(source)!r} has reference params {raw!r:.200}; expected an object with the"
+            f" keys {sorted(fields)}."
+        )
+    ints = [k for k, t in fields.items() if t == "int"] + ["n_fit", "n_total"]
+    values = {**raw, "n_fit": meta["n_fit"], "n_total": meta["n_total"]}
+    for key in ints:
+        v = values[key]
+        if not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**62):
+            raise ReferenceFormatError(
+                f"{str(source)!r}: metadata field {key!r} must be a non-negative int; got"
+                f" {v!r:.80}."
+            )
+    floats = [(raw, k) for k, t in fields.items() if t == "float"]
+    for holder, key in [*floats, *((meta, k) for k in _META_FLOATS)]:
+        v = holder[key]
+        if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)):
+            raise ReferenceFormatError(
+                f"{str(source)!r}: metadata field {key!r} must be a finite number; got {v!r:.80}."
+            )
+        if key != "fit_fraction" and v <= 0:
+            raise ReferenceFormatError(
+                f"{str(source)!r}: metadata field {key!r} must be positive; got {v!r}."
+            )
+    for key in ("reference_id", "null_digest"):
+        if not isinstance(meta[key], str):
+            raise ReferenceFormatError(f"{str(source)!r}: metadata field {key!r} must be a string.")
+    nulls = meta["nulls"]
+    entry_ok = all(
+        isinstance(e, dict)
+        and set(e) == {"window", "exact", "metrics"}
+        and type(e["window"]) is int
+        and 0 < e["window"] < 2**31
+        and isinstance(e["exact"], bool)
+        and isinstance(e["metrics"], list)
+        and all(isinstance(m, str) for m in e["metrics"])
+        for e in (nulls if isinstance(nulls, list) else [None])
+    )
+    if not entry_ok:
+        raise ReferenceFormatError(
+            f"{str(source)!r}: metadata field 'nulls' must be a list of"
+            f" {{window, exact, metrics}} objects; got {nulls!r:.120}."
+        )
+    return ReferenceParams(**raw)
+
+
+def _check_arrays(arrays: Mapping[str, np.ndarray], params: ReferenceParams, source: Path) -> None:
+    """Finite float arrays with the shapes of one reference of one dimension ``d``."""
+    for key, arr in arrays.items():
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise ReferenceFormatError(f"{str(source)!r}: array {key!r} holds NaN or inf.")
+    mean = arrays["pca_mean"]
+    d = mean.shape[0] if mean.ndim == 1 else 0
+    expected: dict[str, tuple[int | None, ...]] = {"pca_mean": (d,), "outer_pca_mean": (d,)}
+    for prefix in ("", "outer_"):
+        comps = arrays[f"{prefix}pca_components"]
+        k = comps.shape[0] if comps.ndim == 2 else 0
+        expected[f"{prefix}pca_components"] = (k, d)
+        expected[f"{prefix}pca_explained_variance"] = (k,)
+        expected[f"{prefix}pca_scale"] = (k,)
+        expected[f"{prefix}pca_total_variance"] = ()
+    expected["pc1_edges"] = (params.n_bins - 1,)
+    expected["sample"] = (None, d)
+    expected["anchors"] = (None, d)
+    expected["rff_frequencies"] = (d, params.n_random_features // 2)
+    if "sample_groups" in arrays:
+        expected["sample_groups"] = (arrays["sample"].shape[0],)
+    for key, want in expected.items():
+        shape = arrays[key].shape
+        ok = len(shape) == len(want) and all(
+            w is None or s == w for s, w in zip(shape, want, strict=True)
+        )
+        if not ok or d < 1 or (len(shape) == 2 and shape[0] < 1):
+            raise ReferenceFormatError(
+                f"{str(source)!r}: array {key!r} has shape {shape}; expected"
+                f" {tuple('n' if w is None else w for w in want)} for a reference of dimension"
+                f" {d}. The file is corrupt or forged."
+            )
+
+
 # ---------------------------------------------------------------------- metric wiring
-def _group_split(labels: np.ndarray, n_fit: int, rng: np.random.Generator) -> np.ndarray:
-    """Fit-row mask (n,) that keeps every group whole: groups in random order go to the fit
-    part until it holds at least ``n_fit`` rows."""
-    _, codes, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    order = rng.permutation(counts.size)
-    taken = np.cumsum(counts[order]) - counts[order] < n_fit
-    in_fit_group = np.zeros(counts.size, dtype=bool)
-    in_fit_group[order[taken]] = True
-    return in_fit_group[codes]
+def _check_group_count(reference: np.ndarray, current: np.ndarray, alpha: float) -> None:
+    """Refuse a group permutation that cannot reach level alpha: with G groups of which G_ref
+    are the reference's there are only C(G, G_ref) distinct assignments."""
+    g_ref, g_cur = np.unique(reference).size, np.unique(current).size
+    if math.comb(g_ref + g_cur, g_ref) * alpha < 1:
+        raise InsufficientDataError(
+            f"{g_ref} reference and {g_cur} current groups allow only"
+            f" {math.comb(g_ref + g_cur, g_ref)} distinct group permutations, too few for a"
+            f" p-value at alpha={alpha}. Compare more groups."
+        )
 
 
 def _labels(array: np.ndarray | None, source: Path) -> np.ndarray | None:
@@ -974,6 +1254,11 @@ def _array_digest(arrays: Mapping[str, np.ndarray], header: str = "") -> str:
     return h.hexdigest()[:16]
 
 
+def _null_digest(reference_id: str, nulls: Any, arrays: Mapping[str, np.ndarray]) -> str:
+    """Checksum of stored nulls, tied to their reference and their metadata."""
+    return _array_digest(arrays, reference_id + json.dumps(nulls, sort_keys=True))
+
+
 def _stored_nulls(
     meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], source: Path
 ) -> dict[int, NullTable]:
@@ -985,7 +1270,8 @@ def _stored_nulls(
         parts = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
         tables[w] = NullTable.from_parts(entry, parts)
     found = {k: v for k, v in arrays.items() if k.startswith("null_")}
-    if tables and _array_digest(found) != meta.get("null_digest"):
+    expected = _null_digest(str(meta.get("reference_id")), meta.get("nulls", []), found)
+    if tables and expected != meta.get("null_digest"):
         raise ReferenceFormatError(
             f"{str(source)!r} is corrupt: its stored null distributions do not match their"
             " checksum. Refit the reference (Reference.fit(..., window_sizes=...))."

@@ -104,7 +104,8 @@ def check(
     are sketched on a Dask cluster and tested on the merged sketches (--permutations is then
     the number of null replicates); --window gives one result per time window."""
     check_choice(engine, name="--engine", choices=("local", "dask"))
-    if engine == "dask" and calibration != "permutation":
+    stored = check_choice(calibration, name="--calibration", choices=CALIBRATIONS) == "stored"
+    if engine == "dask" and stored:
         raise InvalidParameterError(
             "--engine dask tests merged sketches against their own null; drop --calibration."
         )
@@ -142,7 +143,6 @@ def check(
         data = read_embeddings(
             source, column=column, on_progress=lambda d, t: bar.update(task, completed=d, total=t)
         )
-        stored = check_choice(calibration, name="--calibration", choices=CALIBRATIONS) == "stored"
         null = "the stored null" if stored else f"{permutations} permutations"
         bar.add_task(f"{null} over {len(data.embeddings)} rows", total=None)
         window_texts = check_report_inputs(data, text_table)

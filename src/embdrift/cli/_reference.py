@@ -31,7 +31,7 @@ def build(
             " --calibration stored' costs one statistic."
         ),
     ] = None,
-    calibration: Annotated[int, typer.Option(help="Null replicates per --window-size.")] = 500,
+    null_replicates: Annotated[int, typer.Option(help="Null replicates per --window-size.")] = 500,
 ) -> None:
     """Fit a reference on a window of embeddings and save it (npz + JSON, no pickle)."""
     with progress() as bar:
@@ -40,7 +40,7 @@ def build(
             source, column=column, on_progress=lambda d, t: bar.update(task, completed=d, total=t)
         )
         sizes = window_size or []
-        stored = f", {calibration} null replicates per window size" if sizes else ""
+        stored = f", {null_replicates} null replicates per window size" if sizes else ""
         bar.add_task(f"fitting the reference{stored}", total=None)
         reference = Reference.fit(
             data.embeddings,
@@ -48,7 +48,7 @@ def build(
             n_components=components,
             fit_fraction=fit_fraction,
             window_sizes=sizes,
-            n_calibration=calibration,
+            n_calibration=null_replicates,
         )
         reference.save(output)
     out_console.print(reference.reference_id)

@@ -48,7 +48,13 @@ from embdrift.errors import (
     UnknownStreamError,
 )
 from embdrift.serve.auth import Auth, require_read, require_write
-from embdrift.serve.batch import check_name, parse_embeddings_json, parse_npy, parse_outcomes_json
+from embdrift.serve.batch import (
+    NAME_PATTERN,
+    check_name,
+    parse_embeddings_json,
+    parse_npy,
+    parse_outcomes_json,
+)
 from embdrift.serve.config import ServeConfig
 from embdrift.serve.metrics import ServeMetrics
 from embdrift.serve.page import router as page_router
@@ -79,6 +85,14 @@ ERROR_STATUS: tuple[tuple[type[Exception], int, str], ...] = (
 
 _JSON = "application/json"
 _NPY = "application/x-npy"
+_NAME_PATTERN_TEXT = f"^{NAME_PATTERN.pattern}$"
+
+_TIMESTAMPS = {
+    "type": "array",
+    "items": {"oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]},
+    "description": "Unix seconds or ISO 8601 (years 1678-2261), non-decreasing.",
+}
+_OUTCOME_NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"}
 
 _INGEST_BODY = {
     "required": True,
@@ -87,20 +101,31 @@ _INGEST_BODY = {
             "schema": {
                 "type": "object",
                 "required": ["embeddings"],
+                "additionalProperties": False,
                 "properties": {
                     "embeddings": {
                         "type": "array",
-                        "items": {"type": "array", "items": {"type": "number"}},
-                        "description": "Rows of the batch, each of the reference's dimension.",
+                        "minItems": 1,
+                        "items": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {"type": "number"},
+                        },
+                        "description": "Rows of the batch, each of the reference's dimension"
+                        " (finite, within float32).",
                     },
-                    "ids": {"type": "array", "items": {"type": "string"}},
-                    "timestamps": {
+                    "ids": {
                         "type": "array",
-                        "items": {"oneOf": [{"type": "number"}, {"type": "string"}]},
-                        "description": "Unix seconds or ISO 8601, non-decreasing.",
+                        "items": {
+                            "oneOf": [{"type": "string", "maxLength": 256}, {"type": "integer"}]
+                        },
+                        "description": "One id per row (printable text, at most 256 chars).",
                     },
+                    "timestamps": _TIMESTAMPS,
                     "outcomes": {
                         "type": "object",
+                        "maxProperties": 16,
+                        "propertyNames": _OUTCOME_NAME,
                         "additionalProperties": {
                             "type": "array",
                             "items": {"type": ["number", "null"]},
@@ -112,7 +137,8 @@ _INGEST_BODY = {
         },
         _NPY: {
             "schema": {"type": "string", "format": "binary"},
-            "description": "A 2-D float32/float64 array written by numpy.save (no pickle).",
+            "description": "A 2-D float32/float64 array written by numpy.save (no pickle;"
+            " C or Fortran order, either byte order).",
         },
     },
 }
@@ -124,31 +150,108 @@ _OUTCOMES_BODY = {
             "schema": {
                 "type": "object",
                 "required": ["outcomes"],
+                "additionalProperties": False,
                 "properties": {
                     "outcomes": {
                         "type": "object",
-                        "additionalProperties": {"type": "array", "items": {"type": "number"}},
+                        "minProperties": 1,
+                        "maxProperties": 16,
+                        "propertyNames": _OUTCOME_NAME,
+                        "additionalProperties": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {"type": ["number", "null"]},
+                        },
+                        "description": "Values by outcome name, all lists of one length.",
                     },
-                    "timestamps": {"type": "array", "items": {"type": "number"}},
+                    "timestamps": _TIMESTAMPS,
                 },
             }
         }
     },
 }
 
-_ERRORS = {
-    code: {"description": text, "content": {_JSON: {"example": {"error": kind, "detail": "..."}}}}
-    for code, text, kind in (
-        (400, "Malformed body or stream name", "invalid_body"),
-        (401, "Missing or wrong bearer token", "unauthorized"),
-        (404, "Unknown stream", "unknown_stream"),
-        (413, "Body or batch too large", "too_large"),
-        (415, "Unsupported content type", "invalid_body"),
-        (422, "Invalid embeddings or dimension mismatch", "invalid_embeddings"),
-        (429, "Stream busy or stream limit reached", "overloaded"),
-        (507, "State could not be written (disk full, read-only, I/O error)", "storage"),
-    )
+#: Every error answer: ``{"error": kind, "detail": message}``.
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error", "detail"],
+    "additionalProperties": False,
+    "properties": {
+        "error": {"type": "string", "description": "The kind of problem (stable)."},
+        "detail": {"type": "string", "description": "What was wrong and how to fix it."},
+    },
 }
+_ERROR_TEXT = {
+    400: ("Malformed body, parameter or stream name", "invalid_body"),
+    401: ("Missing or wrong bearer token", "unauthorized"),
+    404: ("Unknown stream", "unknown_stream"),
+    413: ("Body or batch too large", "too_large"),
+    415: ("Unsupported content type", "invalid_body"),
+    422: ("Invalid embeddings or dimension mismatch", "invalid_embeddings"),
+    429: ("Stream busy or stream limit reached (Retry-After)", "overloaded"),
+    503: ("Not ready or saturated (Retry-After)", "not_ready"),
+    507: ("State could not be written (disk full, read-only, I/O error)", "storage"),
+}
+
+
+def _document(schema: dict[str, Any], config: ServeConfig) -> None:
+    """Make the generated OpenAPI document say what this service does: the error schema and
+    statuses each operation can answer (FastAPI's own 422 validation answer is a 400 here),
+    which operations need the token (as configured), the stream-name pattern, parameter
+    ranges, the configured row cap and the rows' dimension when all references share one."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["Error"] = _ERROR_SCHEMA
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    ranges = {"limit": (1, config.history), "refresh": (0, 3600)}
+    refs = [*config.references.values(), config.default_reference]
+    dims = sorted({ref.dim for ref in refs if ref is not None})
+    for path, operations in schema.get("paths", {}).items():
+        for method, op in operations.items():
+            responses = op.setdefault("responses", {})
+            responses.pop("422", None)
+            codes: set[int] = set()
+            for param in op.get("parameters", []):
+                codes.add(400)
+                if param["name"] == "stream" and param["in"] == "path":
+                    param["schema"].update(pattern=_NAME_PATTERN_TEXT, maxLength=64)
+                    codes.add(404)
+                low_high = ranges.get(param["name"])
+                if low_high is not None:
+                    param["schema"].update(minimum=low_high[0], maximum=low_high[1])
+            # the token guards writes, and reads with --protect-reads; else no security
+            guarded = config.token is not None and (method != "get" or config.protect_reads)
+            if op.get("security") and not guarded:
+                del op["security"]
+            if op.get("security"):
+                codes.add(401)
+            if method == "post":
+                codes |= {400, 413, 415, 422, 429, 503}
+                if config.state_dir is not None:  # a log write the disk refuses
+                    codes.add(507)
+                body = op["requestBody"]["content"][_JSON]["schema"]["properties"]
+                if "embeddings" in body:
+                    body["embeddings"]["maxItems"] = config.max_rows
+                    if len(dims) == 1:  # every stream has this dimension
+                        body["embeddings"]["items"].update(minItems=dims[0], maxItems=dims[0])
+            if path == "/metrics":
+                responses["200"]["content"] = {
+                    "text/plain": {"schema": {"type": "string"}},
+                    "application/openmetrics-text": {"schema": {"type": "string"}},
+                }
+            if path == "/readyz":
+                codes.add(503)
+            for code in sorted(codes):
+                text, kind = _ERROR_TEXT[code]
+                responses[str(code)] = {
+                    "description": text,
+                    "content": {
+                        _JSON: {
+                            "schema": {"$ref": "#/components/schemas/Error"},
+                            "example": {"error": kind, "detail": "..."},
+                        }
+                    },
+                }
 
 
 def error_kind(exc: Exception) -> tuple[int, str]:
@@ -252,6 +355,14 @@ def create_app(config: ServeConfig) -> FastAPI:
     _install_error_handlers(app)
     _add_routes(app, config, registry)
     app.include_router(page_router)
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            _document(generate(), config)
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
@@ -320,7 +431,6 @@ def _add_routes(app: FastAPI, config: ServeConfig, registry: StreamRegistry) -> 
         "/v1/streams/{stream}/embeddings",
         summary="Ingest a batch of embeddings (durable before the answer)",
         openapi_extra={"requestBody": _INGEST_BODY},
-        responses=_ERRORS,  # type: ignore[arg-type]
         tags=["ingest"],
         dependencies=write,
     )
@@ -362,7 +472,6 @@ def _add_routes(app: FastAPI, config: ServeConfig, registry: StreamRegistry) -> 
         "/v1/streams/{stream}/outcomes",
         summary="Post outcome events for a stream",
         openapi_extra={"requestBody": _OUTCOMES_BODY},
-        responses=_ERRORS,  # type: ignore[arg-type]
         tags=["ingest"],
         dependencies=write,
     )
@@ -402,7 +511,6 @@ def _add_routes(app: FastAPI, config: ServeConfig, registry: StreamRegistry) -> 
         dependencies=read,
         tags=["query"],
         summary="Latest window results and explanation",
-        responses=_ERRORS,  # type: ignore[arg-type]
     )
     def drift(stream: str, limit: int = 1) -> dict[str, Any]:
         """The latest ``limit`` closed windows (each with its DriftResult dict, outcome rates

@@ -10,6 +10,11 @@ exactly the arrays the live request fed it.
 ``allow_pickle=False``: the dtype must be float32 or float64 and the shape 2-D and at most
 the configured number of rows *before* any array is allocated, and the header must agree with
 the body's length.
+
+JSON bodies are read strictly: duplicate keys, nesting deeper than the Python parser's
+recursion limit, numbers beyond float32 (embeddings) or float64 (outcomes) and timestamps
+outside datetime64[ns] (years 1678-2261) are refused with :class:`InvalidBodyError` /
+:class:`InvalidEmbeddingsError` (HTTP 4xx), never an unhandled exception.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ __all__ = [
 ]
 
 #: Stream and outcome names: Prometheus label values and folder names, so no path tricks.
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 #: Outcome names one batch (and one stream) may carry.
 MAX_OUTCOMES = 16
 MAX_ID_LENGTH = 256
@@ -61,7 +66,8 @@ _RECORD_HEAD = struct.Struct("<BI")  # kind, length of the JSON header
 def check_name(value: Any, *, what: str = "stream") -> str:
     """Return ``value`` if it is a valid stream / outcome name, else raise
     :class:`BadStreamNameError` saying what a valid name looks like."""
-    if not isinstance(value, str) or NAME_PATTERN.match(value) is None:
+    # fullmatch: "$" in a pattern would also match before a trailing newline
+    if not isinstance(value, str) or NAME_PATTERN.fullmatch(value) is None:
         raise BadStreamNameError(
             f"The {what} name must match ^[a-z0-9][a-z0-9_-]{{0,63}}$ (lower-case letters,"
             f" digits, '_' and '-', at most 64 characters, starting with a letter or digit);"
@@ -226,7 +232,35 @@ def _floats_to_json(values: np.ndarray) -> list[float | None]:
 
 
 def _floats_from_json(values: list[float | None]) -> np.ndarray:
-    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    try:
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    except OverflowError:  # an integer beyond float64 (json reads integers exactly)
+        return np.full(len(values), np.inf)
+
+
+#: Largest finite float32: rows are kept as float32, so larger values would become inf.
+_F32_MAX = float(np.finfo(np.float32).max)
+#: Unix seconds representable as int64 nanoseconds (datetime64[ns]: years 1678-2261).
+_MAX_SECONDS = float(np.iinfo(np.int64).max) / 1e9 - 1.0
+_MIN_STAMP = np.datetime64("1678-01-01")
+_MAX_STAMP = np.datetime64("2261-12-31")
+
+
+def _rows_float32(x: np.ndarray) -> np.ndarray:
+    """``x`` checked to fit float32 before the cast (numpy would turn a value beyond float32
+    into inf with a RuntimeWarning), then :func:`as_embeddings`; NaN/inf are refused there."""
+    wide = x.dtype.kind in "iu" or (x.dtype.kind == "f" and x.dtype.itemsize > 4)
+    if wide and x.ndim == 2 and x.size:
+        with np.errstate(invalid="ignore", over="ignore"):
+            magnitude = np.abs(x.astype(np.float64))
+        big = np.isfinite(magnitude) & (magnitude > _F32_MAX)
+        if big.any():
+            row = int(np.flatnonzero(big.any(axis=1))[0])
+            raise InvalidEmbeddingsError(
+                f"embeddings hold values beyond the float32 range (+-{_F32_MAX:.3e}), first"
+                f" at row {row}; embeddings are stored as float32. Rescale or drop those rows."
+            )
+    return as_embeddings(x, name="embeddings")
 
 
 # ---------------------------------------------------------------------- request bodies
@@ -267,7 +301,11 @@ def parse_embeddings_json(body: bytes, *, max_rows: int) -> Batch:
             "'embeddings' must be a list of rows, each a list of numbers (no strings, null or"
             " booleans); fix the rows that are not."
         )
-    x = as_embeddings(raw, name="embeddings")
+    try:
+        arr = np.asarray(raw)
+    except ValueError:  # ragged rows: as_embeddings words the message
+        arr = None
+    x = as_embeddings(raw, name="embeddings") if arr is None else _rows_float32(arr)
     m = x.shape[0]
     return Batch(
         x,
@@ -303,13 +341,31 @@ def parse_outcomes_json(body: bytes) -> OutcomeEvents:
     )
 
 
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` refusing duplicate keys: two parsers (a proxy, this service)
+    must not read two different bodies from one request."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise InvalidBodyError(f"The JSON body repeats the key {key!r}; send each key once.")
+        out[key] = value
+    return out
+
+
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(body)
+        data = json.loads(body, object_pairs_hook=_no_duplicates)
     except (ValueError, UnicodeDecodeError) as exc:
+        if isinstance(exc, InvalidBodyError):
+            raise
         raise InvalidBodyError(
             f"The body is not valid JSON ({exc}). Send a JSON object with"
             " Content-Type: application/json, or an .npy array as application/x-npy."
+        ) from None
+    except RecursionError:
+        raise InvalidBodyError(
+            "The JSON body is nested too deeply to read; an ingest body is an object of flat"
+            " lists (rows of numbers), nested at most three levels."
         ) from None
     if not isinstance(data, dict):
         raise InvalidBodyError(f"The body must be a JSON object; got {type(data).__name__}.")
@@ -327,7 +383,24 @@ def _ids(raw: Any, m: int) -> np.ndarray | None:
     ids = [str(v) for v in raw]
     if any(len(v) > MAX_ID_LENGTH for v in ids):
         raise InvalidBodyError(f"Each id must be at most {MAX_ID_LENGTH} characters long.")
+    for i, v in enumerate(ids):
+        if _CONTROL.search(v) is not None or not _encodes(v):
+            raise InvalidBodyError(
+                f"id {i} ({v!r:.40}) holds a control character or an unpaired surrogate; ids"
+                " must be printable UTF-8 text."
+            )
     return np.asarray(ids, dtype=str)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _timestamps(raw: Any, m: int) -> np.ndarray | None:
@@ -343,13 +416,19 @@ def _timestamps(raw: Any, m: int) -> np.ndarray | None:
             secs = np.asarray(raw, dtype=np.float64)
             if not np.isfinite(secs).all():
                 raise ValueError("NaN or inf")
+            if np.abs(secs).max() > _MAX_SECONDS:
+                raise ValueError("beyond the years 1678-2261 of int64 nanoseconds")
             return np.round(secs * 1e9).astype(np.int64)
         if all(isinstance(v, str) for v in raw):
-            stamps = np.asarray([v.rstrip("Z") for v in raw], dtype="datetime64[ns]")
+            # parsed in the unit the text carries, range-checked, then made nanoseconds
+            # (a direct datetime64[ns] parse wraps years beyond 2262 around silently)
+            stamps = np.asarray([v.rstrip("Z") for v in raw], dtype="datetime64")
             if np.isnat(stamps).any():
                 raise ValueError("NaT")
-            return stamps.astype(np.int64)
-    except (ValueError, OverflowError) as exc:
+            if stamps.min() < _MIN_STAMP or stamps.max() > _MAX_STAMP:
+                raise ValueError("beyond the years 1678-2261 of int64 nanoseconds")
+            return stamps.astype("datetime64[ns]").astype(np.int64)
+    except (ValueError, OverflowError, TypeError) as exc:
         raise InvalidBodyError(
             f"'timestamps' could not be read ({exc}); use unix seconds (numbers) or ISO 8601"
             " strings such as 2026-01-31T12:00:00Z."
@@ -416,6 +495,10 @@ def parse_npy(body: bytes, *, max_rows: int) -> Batch:
         raise InvalidEmbeddingsError(
             f"The .npy array must be 2-D (rows, dimensions); got shape {shape}."
         )
+    if not all(type(v) is int and v >= 0 for v in shape):
+        raise InvalidBodyError(
+            f"The .npy header announces shape {shape}; dimensions must be non-negative integers."
+        )
     m, d = shape
     if m > max_rows:
         raise PayloadTooLargeError(
@@ -432,4 +515,4 @@ def parse_npy(body: bytes, *, max_rows: int) -> Batch:
         )
     flat = np.frombuffer(body, dtype=dtype, count=m * d, offset=offset)
     x = flat.reshape((m, d), order="F" if fortran else "C")
-    return Batch(as_embeddings(x, name="embeddings"))
+    return Batch(_rows_float32(x))

@@ -28,12 +28,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from embdrift.errors import InsufficientDataError
+
 __all__ = [
     "PermutationOutcome",
     "combine_min_p",
     "group_permutation_masks",
     "permutation_masks",
     "rank_p_values",
+    "whole_groups",
 ]
 
 
@@ -61,6 +64,25 @@ def permutation_masks(
     return masks
 
 
+#: Rounds of redrawing assignments that leave a side with fewer than 2 rows.
+_MAX_REDRAWS = 200
+
+
+def whole_groups(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Row mask (n,) of whole groups, in uniform random order, taken until at least ``size``
+    rows are in (the group that crosses ``size`` is taken whole).
+
+    The one way embdrift draws a share of grouped rows: the fit/test split of a grouped
+    reference, a subsample of a grouped window, and the pseudo-windows of a stored null.
+    """
+    _, codes, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    order = rng.permutation(counts.size)
+    ordered = counts[order]
+    taken = np.zeros(counts.size, dtype=bool)
+    taken[order[(np.cumsum(ordered) - ordered) < size]] = True
+    return taken[codes.ravel()]
+
+
 def group_permutation_masks(
     reference_groups: np.ndarray,
     current_groups: np.ndarray,
@@ -71,24 +93,51 @@ def group_permutation_masks(
 
     ``reference_groups`` (n,) and ``current_groups`` (m,) label the rows of each side (any
     hashable labels); a group is the rows of one side that share a label, so a label seen on
-    both sides makes two groups and the observed split is always one of the assignments drawn.
-    Row 0 is the observed split (reference rows first); rows 1..B each put a uniform random
-    subset of G_ref of the G groups on the reference side, G_ref being the reference's number
-    of groups. Under no drift whole groups are exchangeable, so the permutation p-values stay
-    exact while the side sizes vary from row to row (every statistic reads its sizes from the
-    mask). With one row per group this is :func:`permutation_masks`' distribution.
+    both sides makes two groups and the observed split is always one of the assignments drawn
+    (two such groups are then correlated units, and the test is approximate for them). Row 0
+    is the observed split (reference rows first); rows 1..B each put a uniform random subset of
+    G_ref of the G groups on the reference side, G_ref being the reference's number of groups,
+    among the subsets that leave at least 2 rows on each side (every statistic needs two; the
+    observed split is one of them, so the restricted draw stays exact). Under no drift whole
+    groups are exchangeable, so the permutation p-values stay exact while the side sizes vary
+    from row to row (every statistic reads its sizes from the mask). With one row per group
+    this is :func:`permutation_masks`' distribution.
+
+    Raises
+    ------
+    InsufficientDataError
+        A side of the observed split has fewer than 2 rows, or almost no split leaves 2 rows
+        on each side.
     """
     _, ref_codes = np.unique(np.asarray(reference_groups), return_inverse=True)
     _, cur_codes = np.unique(np.asarray(current_groups), return_inverse=True)
-    g_ref = int(ref_codes.max()) + 1 if ref_codes.size else 0
-    g_all = g_ref + (int(cur_codes.max()) + 1 if cur_codes.size else 0)
-    codes = np.concatenate([ref_codes.ravel(), g_ref + cur_codes.ravel()])
-    chosen = np.zeros((n_permutations + 1, g_all), dtype=np.float32)
-    chosen[0, :g_ref] = 1.0
-    if n_permutations:
-        ranks = np.argsort(rng.random((n_permutations, g_all)), axis=1)
-        np.put_along_axis(chosen[1:], ranks[:, :g_ref], np.float32(1.0), axis=1)
-    return np.ascontiguousarray(chosen[:, codes])
+    ref_codes, cur_codes = ref_codes.ravel(), cur_codes.ravel()
+    if ref_codes.size < 2 or cur_codes.size < 2:
+        raise InsufficientDataError(
+            f"A group permutation needs at least 2 rows per side; got {ref_codes.size} and"
+            f" {cur_codes.size}."
+        )
+    g_ref = int(ref_codes.max()) + 1
+    codes = np.concatenate([ref_codes, g_ref + cur_codes])
+    sizes = np.bincount(codes).astype(np.int64)
+    chosen = np.zeros((n_permutations + 1, sizes.size), dtype=bool)
+    chosen[0, :g_ref] = True
+    pending = np.arange(1, n_permutations + 1)
+    for _ in range(_MAX_REDRAWS):
+        if not pending.size:
+            break
+        ranks = np.argsort(rng.random((pending.size, sizes.size)), axis=1)
+        draw = np.zeros((pending.size, sizes.size), dtype=bool)
+        np.put_along_axis(draw, ranks[:, :g_ref], True, axis=1)
+        chosen[pending] = draw
+        n_ref = draw.astype(np.int64) @ sizes
+        pending = pending[(n_ref < 2) | (codes.size - n_ref < 2)]
+    else:
+        raise InsufficientDataError(
+            "Almost no split of these groups leaves 2 rows on each side (one group holds most"
+            " rows); a group permutation cannot test them. Use more, smaller groups."
+        )
+    return np.ascontiguousarray(chosen[:, codes].astype(np.float32))
 
 
 def rank_p_values(scores: np.ndarray) -> np.ndarray:

@@ -15,16 +15,18 @@ J. Stat. Plan. Inference 143(8), Sec. 6, for the energy distance): squared dista
 divergences (MMD², energy, KL, JS) scale linearly, distances (Wasserstein, mean shift,
 |log spread ratio|, novelty, residual mean shift) as the square root, so replicate b is
 multiplied by ``c_b = (1/n + 1/m) / (1/n_b + 1/m_b)`` or ``sqrt(c_b)``. The energy distance of
-the large-n path runs on ``energy_rows`` pooled rows, so its sizes are the subsample's. The
+the large-n path runs on ``energy_rows`` pooled rows, so its sizes are the subsample's; the PC1
+histograms are smoothed, p = (c + s) / (n + K s) over K bins, whose variance
+n p (1 − p) / (n + K s)² makes the effective size n_eff = (n + K s)² / n. The
 rescaling is exact in the large-sample limit for statistics whose null is a scaled weighted
 chi-square, and first order otherwise; ``tests/test_stored_null.py`` checks the false-alarm
 rate it yields (over 300 fresh references at alpha = 0.05: every metric between 0.027 and
 0.067, the verdict 0.043 at its own window size and 0.057 when rescaled from half of it).
 
-The stored null is conditional on the reference's rows: one reference's false-alarm rate
-varies around alpha from reference to reference (``benchmarks/calibration.py`` reports the
-spread), which the permutation test of ``compare`` avoids at the price of B statistics per
-check.
+Both the permutation test and the stored null hold alpha unconditionally, over references;
+one fixed reference's own false-alarm rate varies around it (``benchmarks/calibration.py``
+reports the spread of both). The permutation test is in addition exact in finite samples and
+needs no rescaling, at the price of B statistics per check.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from embdrift.stats.permutation import permutation_masks
+from embdrift.stats.permutation import permutation_masks, whole_groups
 
 __all__ = ["SCALING", "NullTable", "rescaled", "split_masks"]
 
@@ -55,7 +57,7 @@ SCALING: Mapping[str, str] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NullTable:
     """The simulated null of every metric for windows of ``window`` rows.
 
@@ -79,6 +81,10 @@ class NullTable:
     scores: np.ndarray
     sizes: np.ndarray
 
+    def __post_init__(self) -> None:
+        for array in (self.scores, self.sizes):
+            array.setflags(write=False)
+
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
         return {f"{prefix}scores": self.scores, f"{prefix}sizes": self.sizes}
 
@@ -92,8 +98,7 @@ class NullTable:
         metrics = tuple(str(name) for name in meta["metrics"])
         scores = np.asarray(arrays["scores"], dtype=np.float64)
         sizes = np.asarray(arrays["sizes"], dtype=np.float64)
-        unknown = set(metrics) - set(SCALING)
-        if unknown or scores.ndim != 2 or scores.shape[1] != len(metrics):
+        if set(metrics) != set(SCALING) or scores.ndim != 2 or scores.shape[1] != len(metrics):
             raise ValueError(f"null scores of shape {scores.shape} for metrics {metrics}")
         if sizes.shape != (scores.shape[0], 2) or not (sizes >= 2).all():
             raise ValueError(f"null sizes of shape {sizes.shape}")
@@ -101,8 +106,8 @@ class NullTable:
             window=int(meta["window"]),
             exact=bool(meta["exact"]),
             metrics=metrics,
-            scores=scores,
-            sizes=sizes,
+            scores=scores.copy(),
+            sizes=sizes.copy(),
         )
 
 
@@ -116,20 +121,33 @@ def split_masks(
 ) -> np.ndarray:
     """Splits (B, n) float32 of n reference rows: 1 = pseudo-reference, 0 = pseudo-window.
 
-    Without ``groups`` each replicate puts a uniform random subset of ``window`` rows in the
-    pseudo-window. With ``groups`` (n labels) whole groups, in random order, join the
-    pseudo-window until it holds at least ``window`` rows, so near-duplicates stay together as
-    they do in a live window.
+    Parameters
+    ----------
+    n : int
+        Reference rows to split.
+    window : int
+        Rows of each pseudo-window (at least, with groups).
+    n_replicates : int
+        B, the number of splits.
+    rng : Generator
+        Source of the splits.
+    groups : ndarray (n,), optional
+        Group labels: whole groups join the pseudo-window
+        (:func:`~embdrift.stats.permutation.whole_groups`), so near-duplicates stay together
+        as they do in a live window. Without, each pseudo-window is a uniform random subset.
+
+    Examples
+    --------
+    >>> masks = split_masks(6, 2, 3, np.random.default_rng(0))
+    >>> masks.shape, masks.sum(axis=1).tolist()
+    ((3, 6), [4.0, 4.0, 4.0])
     """
     if groups is None:
         return permutation_masks(n - window, window, n_replicates, rng)[1:]
-    _, codes, counts = np.unique(groups, return_inverse=True, return_counts=True)
-    order = np.argsort(rng.random((n_replicates, counts.size)), axis=1)
-    ordered = counts[order]
-    in_window = (np.cumsum(ordered, axis=1) - ordered) < window
-    chosen = np.zeros((n_replicates, counts.size), dtype=bool)
-    np.put_along_axis(chosen, order, in_window, axis=1)
-    return np.ascontiguousarray((~chosen[:, codes.ravel()]).astype(np.float32))
+    masks = np.empty((n_replicates, n), dtype=np.float32)
+    for row in masks:
+        row[:] = ~whole_groups(groups, window, rng)
+    return masks
 
 
 def rescaled(
@@ -139,28 +157,43 @@ def rescaled(
     m: int,
     *,
     energy_rows: int,
+    n_bins: int,
+    smoothing: float,
 ) -> np.ndarray:
     """The replicates' scores (B, len(names)) scaled to a live test of n reference rows
-    against m current rows (see the module docstring)."""
+    against m current rows.
+
+    Notes
+    -----
+    Replicate b of metric j is multiplied by ``c_b = v(n, m) / v(n_b, m_b)`` ("linear"
+    metrics of :data:`SCALING`) or ``sqrt(c_b)`` ("sqrt"), where ``v(n, m) = 1/n + 1/m``, except
+    the large-n energy distance, ``v = (N / E)(1/n + 1/m)`` on its subsample of E =
+    ``energy_rows`` of the N pooled rows, and the smoothed PC1 histograms,
+    ``v = n / (n + K s)² + m / (m + K s)²`` with K = ``n_bins`` and s = ``smoothing``.
+    """
     n_b, m_b = table.sizes[:, 0], table.sizes[:, 1]
-    live = 1.0 / n + 1.0 / m
     out = np.empty((table.scores.shape[0], len(names)))
     for j, name in enumerate(names):
         if name == "energy" and not table.exact:
-            # The large-n energy distance runs on a subsample of energy_rows pooled rows.
-            live_e = _subsampled(n, m, energy_rows)
-            factor = live_e / _subsampled(n_b, m_b, energy_rows)
+            factor = _subsampled(n, m, energy_rows) / _subsampled(n_b, m_b, energy_rows)
+        elif name in ("kl_pc1", "js_pc1"):
+            pad = n_bins * smoothing
+            factor = _smoothed(n, m, pad) / _smoothed(n_b, m_b, pad)
         else:
-            factor = live / (1.0 / n_b + 1.0 / m_b)
+            factor = (1.0 / n + 1.0 / m) / (1.0 / n_b + 1.0 / m_b)
         if SCALING[name] == "sqrt":
             factor = np.sqrt(factor)
         out[:, j] = table.scores[:, table.metrics.index(name)] * factor
     return out
 
 
-def _subsampled(n: Any, m: Any, rows: int) -> Any:
+def _subsampled(n: float | np.ndarray, m: float | np.ndarray, rows: int) -> np.ndarray:
     """1/n + 1/m of the side sizes after a label-independent subsample of ``rows`` pooled
     rows (the pooled sizes themselves when there are fewer): (N/E)(1/n + 1/m)."""
-    pooled = n + m
-    share = np.maximum(pooled / rows, 1.0)
-    return share * (1.0 / n + 1.0 / m)
+    share = np.maximum((n + m) / rows, 1.0)
+    return np.asarray(share * (1.0 / n + 1.0 / m))
+
+
+def _smoothed(n: float | np.ndarray, m: float | np.ndarray, pad: float) -> np.ndarray:
+    """1/n_eff + 1/m_eff of histograms smoothed with ``pad`` = K s pseudo-counts in all."""
+    return np.asarray(n / (n + pad) ** 2 + m / (m + pad) ** 2)
