@@ -40,6 +40,7 @@ bench: $(VENV)/.test
 	$(BIN)/python benchmarks/calibration.py
 	$(BIN)/python benchmarks/dask_throughput.py
 	$(BIN)/python benchmarks/load.py
+	$(BIN)/python benchmarks/faults.py
 	$(BIN)/python benchmarks/hostile.py
 
 clean:

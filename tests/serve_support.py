@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -32,7 +33,10 @@ def free_port() -> int:
 
 
 class Server:
-    """``embdrift serve`` in a subprocess on a free 127.0.0.1 port."""
+    """``embdrift serve`` in a subprocess on a free 127.0.0.1 port (``preexec_fn``, if set,
+    runs in the child before ``exec``: resource limits for fault tests)."""
+
+    preexec_fn: Callable[[], None] | None = None
 
     def __init__(self, args: list[str], log: Path) -> None:
         self.args = args
@@ -49,7 +53,9 @@ class Server:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("EMBDRIFT_TOKEN", None)
         with open(self.log, "ab") as fh:
-            self.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+            self.proc = subprocess.Popen(
+                cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, preexec_fn=self.preexec_fn
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

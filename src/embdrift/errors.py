@@ -29,6 +29,7 @@ __all__ = [
     "SeriesAlignmentError",
     "SketchFormatError",
     "StateFormatError",
+    "StorageError",
     "StoreLockedError",
     "TimestampOrderError",
     "UnknownDirectionError",
@@ -161,3 +162,9 @@ class UnsafeBindError(EmbdriftError, ValueError):
 class StateFormatError(EmbdriftError, ValueError):
     """A service state folder (checkpoint, write-ahead log) that is not readable as embdrift
     state, or that was written with other settings than the service now runs with."""
+
+
+class StorageError(EmbdriftError, OSError):
+    """A write to the service's state (write-ahead log, checkpoint, state folder) that the
+    operating system refused: disk full, file size limit, read-only or failing disk, no
+    permission. The request that needed it was neither applied nor acknowledged (HTTP 507)."""

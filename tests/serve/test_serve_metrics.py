@@ -47,6 +47,7 @@ REASONS = {
     "unknown_stream",
     "bad_stream_name",
     "overloaded",
+    "storage",  # a state write the disk refused (HTTP 507)
 }
 
 

@@ -18,13 +18,15 @@ the process is bounded (``max_inflight`` bodies of at most ``max_body_bytes``) h
 clients push, and readers (``/metrics``, GET endpoints) still find a worker thread and read
 the published snapshots without waiting for a stream (:mod:`embdrift.serve.snapshot`).
 
-Every embdrift error becomes a 4xx (or 503) JSON answer ``{"error": kind, "detail": message}`` where
-``kind`` is one of the ``reason`` values of ``embdrift_rejected_batches_total`` and the message
-names the problem and the fix; a rejected request changes nothing and logs nothing.
+Every embdrift error becomes a 4xx JSON answer ``{"error": kind, "detail": message}`` (503 when
+saturated, 507 when the disk refused a state write) where ``kind`` is one of the ``reason``
+values of ``embdrift_rejected_batches_total`` and the message names the problem and the fix; a
+rejected request changes nothing and logs nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -49,6 +51,7 @@ from embdrift.errors import (
     InvalidParameterError,
     OverloadedError,
     PayloadTooLargeError,
+    StorageError,
     TimestampOrderError,
     UnauthorizedError,
     UnknownStreamError,
@@ -70,6 +73,8 @@ from embdrift.store import Store
 
 __all__ = ["ERROR_STATUS", "RETRY_AFTER_SECONDS", "create_app", "error_kind", "prepare"]
 
+log = logging.getLogger("embdrift.serve")
+
 #: (HTTP status, error kind) per embdrift exception type; the first match (in order) wins.
 ERROR_STATUS: tuple[tuple[type[Exception], int, str], ...] = (
     (UnauthorizedError, 401, "unauthorized"),
@@ -78,6 +83,7 @@ ERROR_STATUS: tuple[tuple[type[Exception], int, str], ...] = (
     (UnknownStreamError, 404, "unknown_stream"),
     (InflightLimitError, 503, "overloaded"),
     (OverloadedError, 429, "overloaded"),
+    (StorageError, 507, "storage"),
     (DimensionMismatchError, 422, "dimension_mismatch"),
     (InvalidEmbeddingsError, 422, "invalid_embeddings"),
     (EmbeddingTypeError, 422, "invalid_embeddings"),
@@ -210,6 +216,7 @@ _ERROR_TEXT = {
         " Retry-After)",
         "not_ready",
     ),
+    507: ("State could not be written (disk full, read-only, I/O error)", "storage"),
 }
 
 
@@ -246,6 +253,8 @@ def _document(schema: dict[str, Any], config: ServeConfig) -> None:
                 codes.add(401)
             if method == "post":
                 codes |= {400, 413, 415, 422, 429, 503}
+                if config.state_dir is not None:  # a log write the disk refuses
+                    codes.add(507)
                 body = op["requestBody"]["content"][_JSON]["schema"]["properties"]
                 if "embeddings" in body:
                     body["embeddings"]["maxItems"] = config.max_rows
@@ -439,6 +448,13 @@ def prepare(app: FastAPI) -> None:
         if sink is not None:
             sink.close()
         raise
+    if sink is not None:  # windows a failing store or a crash kept out of it
+        for snap in registry.snapshots():
+            stored = sink.backfill(snap.name, snap.history)
+            if stored:
+                log.warning(
+                    "stream %s: stored %d windows missing from the store", snap.name, stored
+                )
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -43,6 +43,7 @@ REJECT_REASONS = (
     "unknown_stream",
     "bad_stream_name",
     "overloaded",
+    "storage",
 )
 
 #: Upper bounds (seconds) of the ingest latency buckets: fsync takes ~1-10 ms, a request that

@@ -39,6 +39,7 @@ from embdrift.errors import (
     InvalidBodyError,
     OverloadedError,
     StateFormatError,
+    StorageError,
     UnknownStreamError,
 )
 from embdrift.explain import Explanation, explain
@@ -53,7 +54,7 @@ from embdrift.serve.batch import (
     record_from_bytes,
 )
 from embdrift.serve.snapshot import StreamSnapshot, WindowSummary
-from embdrift.serve.wal import WriteAheadLog, read_checkpoint
+from embdrift.serve.wal import WriteAheadLog, read_checkpoint, storage_error
 from embdrift.stream.monitor import StreamMonitor, WindowResult, check_time_order
 from embdrift.stream.sketchset import SketchSet
 
@@ -391,6 +392,7 @@ class StreamRegistry:
         self._lock = threading.Lock()
         self._rejected: dict[str, int] = {}
         self._rejected_lock = threading.Lock()
+        self._storage_failures: dict[str, int] = {}
         self._opened = False
         self.background = background
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -413,8 +415,11 @@ class StreamRegistry:
         names = set(self.references)
         if self.state_dir is not None:
             root = self.state_dir / "streams"
-            root.mkdir(parents=True, exist_ok=True)
-            names |= {p.name for p in root.iterdir() if p.is_dir()}
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+                names |= {p.name for p in root.iterdir() if p.is_dir()}
+            except OSError as exc:
+                raise storage_error(exc, root, "use the state folder") from None
         if self.background and self.settings.explain and self._worker is None:
             self._worker = threading.Thread(
                 target=self._explain_loop, name="embdrift-explain", daemon=True
@@ -441,7 +446,11 @@ class StreamRegistry:
         for stream in list(self._streams.values()):
             with stream.lock:
                 if stream.wal is not None:
-                    stream.wal.checkpoint(stream.state_payload())
+                    try:
+                        stream.wal.checkpoint(stream.state_payload())
+                    except StorageError as exc:  # the log still holds every record
+                        self._count_storage_failure("checkpoint")
+                        log.error("stream %s: final checkpoint failed: %s", stream.name, exc)
                     stream.wal.close()
         self._opened = False
 
@@ -536,7 +545,10 @@ class StreamRegistry:
         """Validate ``batch`` against stream ``name`` (created on first use with the default
         reference), log it durably, feed it to the monitor; returns the receipt.
 
-        Nothing is logged or changed when the batch is rejected.
+        Nothing is logged or changed when the batch is rejected; a log write that fails
+        raises :class:`StorageError` and applies nothing either (the batch was not
+        acknowledged, so the client retries it). A failed checkpoint does not fail the
+        request: the record is in the log, which is kept whole until a checkpoint succeeds.
         """
         received = self.clock()
         check_name(name)
@@ -560,7 +572,7 @@ class StreamRegistry:
             self._check_timestamps(stream, batch.timestamps)
             seq = 0
             if stream.wal is not None:
-                seq = stream.wal.append(_RECEIVED.pack(received) + batch.to_record())
+                seq = self._log(stream.wal, _RECEIVED.pack(received) + batch.to_record())
             closed = self._apply(stream, batch, received)
             self._maybe_checkpoint(stream)
             stream.publish()
@@ -579,7 +591,7 @@ class StreamRegistry:
         with self._locked(stream):
             self._check_outcome_names(stream, events.outcomes)
             if stream.wal is not None:
-                stream.wal.append(_RECEIVED.pack(received) + events.to_record())
+                self._log(stream.wal, _RECEIVED.pack(received) + events.to_record())
             self._apply_outcomes(stream, events, received)
             self._maybe_checkpoint(stream)
             stream.publish()
@@ -603,12 +615,38 @@ class StreamRegistry:
         with self._rejected_lock:
             return dict(self._rejected)
 
+    def _count_storage_failure(self, what: str) -> None:
+        with self._rejected_lock:
+            self._storage_failures[what] = self._storage_failures.get(what, 0) + 1
+
+    @property
+    def storage_failures(self) -> dict[str, int]:
+        """Failed state writes by kind: ``log`` (a request refused with HTTP 507) and
+        ``checkpoint`` (a checkpoint not written; the log kept every record)."""
+        with self._rejected_lock:
+            return dict(self._storage_failures)
+
+    def _log(self, wal: WriteAheadLog, payload: bytes) -> int:
+        """Append a record; a failed write is counted and re-raised (nothing applied)."""
+        try:
+            return wal.append(payload)
+        except StorageError:
+            self._count_storage_failure("log")
+            raise
+
     def _maybe_checkpoint(self, stream: _Stream) -> None:
         if stream.wal is None:
             return
         stream.since_checkpoint += 1
         if stream.since_checkpoint >= self.checkpoint_every:
-            stream.wal.checkpoint(stream.state_payload())
+            try:
+                stream.wal.checkpoint(stream.state_payload())
+            except StorageError as exc:
+                # The record that triggered it is logged and applied: the request succeeds,
+                # the log keeps growing and the next request tries again.
+                self._count_storage_failure("checkpoint")
+                log.error("stream %s: checkpoint failed, log kept whole: %s", stream.name, exc)
+                return
             stream.since_checkpoint = 0
 
     @staticmethod
