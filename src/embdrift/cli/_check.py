@@ -21,12 +21,6 @@ from embdrift.cli._dask import check_on_dask
 from embdrift.errors import InvalidParameterError
 from embdrift.io import read_embeddings
 from embdrift.reference import CALIBRATIONS, Reference
-from embdrift.report.html import (
-    check_report_inputs,
-    read_texts,
-    with_explanation,
-    write_check_report,
-)
 from embdrift.store import Store
 
 __all__ = ["check"]
@@ -103,6 +97,15 @@ def check(
     and, with --texts, example texts) in one HTML file. With --engine dask, SOURCE's files
     are sketched on a Dask cluster and tested on the merged sketches (--permutations is then
     the number of null replicates); --window gives one result per time window."""
+    # The report stack (matplotlib) loads only with the command that needs it, so that other
+    # commands (embdrift serve above all) start fast.
+    from embdrift.report.html import (
+        check_report_inputs,
+        read_texts,
+        with_explanation,
+        write_check_report,
+    )
+
     check_choice(engine, name="--engine", choices=("local", "dask"))
     stored = check_choice(calibration, name="--calibration", choices=CALIBRATIONS) == "stored"
     if engine == "dask" and stored:

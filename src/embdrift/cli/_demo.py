@@ -16,7 +16,6 @@ from embdrift.cli._common import (
     progress,
     result_table,
 )
-from embdrift.demo import run_demo
 from embdrift.store import Store
 
 __all__ = ["demo"]
@@ -33,6 +32,8 @@ def demo(
     """Generate synthetic week 0 and week 4 (mean shift, wider spread, a new cluster at 4%),
     score the drift, write embedding-drift-pca.svg, pc1-week0.svg, pc1-week4.svg and
     scores.json, and record the run in the store."""
+    from embdrift.demo import run_demo  # matplotlib only for commands that need it
+
     with progress() as bar:
         bar.add_task("generating weeks, fitting the reference, permutation tests", total=None)
         output = run_demo(out, seed=seed)

