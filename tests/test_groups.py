@@ -99,6 +99,10 @@ def test_group_inputs_are_checked() -> None:
     assert result.method == "group_permutation"
     with pytest.raises(InvalidParameterError, match="fitted with groups"):
         grouped.compare(x[:20], n_permutations=49)  # row by row would alarm far above alpha
+    # Thousands of groups: C(G, G_ref) is far beyond any float, and still just a count.
+    many, many_labels = _clustered(1500, 1, rng)
+    big = Reference.fit(many, seed=0, groups=many_labels)
+    assert big.compare(many[:700], groups=many_labels[:700], n_permutations=19).p_value <= 1
     with pytest.raises(InsufficientDataError, match="too few for a p-value"):
         grouped.compare(x[:20], groups=np.zeros(20, dtype=int), n_permutations=49, alpha=0.01)
 

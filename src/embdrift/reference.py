@@ -1225,11 +1225,11 @@ def _check_group_count(reference: np.ndarray, current: np.ndarray, alpha: float)
     """Refuse a group permutation that cannot reach level alpha: with G groups of which G_ref
     are the reference's there are only C(G, G_ref) distinct assignments."""
     g_ref, g_cur = np.unique(reference).size, np.unique(current).size
-    if math.comb(g_ref + g_cur, g_ref) * alpha < 1:
+    splits = math.comb(g_ref + g_cur, g_ref)  # exact integer; compared with a float exactly
+    if splits < 1 / alpha:
         raise InsufficientDataError(
-            f"{g_ref} reference and {g_cur} current groups allow only"
-            f" {math.comb(g_ref + g_cur, g_ref)} distinct group permutations, too few for a"
-            f" p-value at alpha={alpha}. Compare more groups."
+            f"{g_ref} reference and {g_cur} current groups allow only {splits} distinct group"
+            f" permutations, too few for a p-value at alpha={alpha}. Compare more groups."
         )
 
 
