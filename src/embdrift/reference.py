@@ -148,8 +148,8 @@ class _Rows:
 
 
 #: Fewest held-out groups a grouped reference needs for a stored null: the null's spread is
-#: estimated from the groups, and with a few dozen it is too narrow (0.11 false alarms at 30
-#: groups, 0.05 at 100, in a seeded review of the stored null).
+#: estimated from the groups (a plug-in estimate), and with a few dozen groups it is too narrow
+#: and the check alarms above alpha; the group permutation has no such limit.
 _MIN_NULL_GROUPS = 100
 
 #: Rows per chunk when the large-n path computes random features or centred rows of the
