@@ -52,6 +52,7 @@ __all__ = [
     "CampaignReport",
     "KillPoint",
     "assert_same_state",
+    "assert_same_windows",
     "batch_maker",
     "cli_settings",
     "log_records",
@@ -71,7 +72,7 @@ def server_args(ref_path: Path, state: Path, *extra: str) -> list[str]:
         "--reservoir-size", "200",
         "--state-dir", str(state),
         "--log-level", "warning",
-        "--no-explain",
+        "--no-explain",  # explanations replay identically: tests/serve/test_serve_registry.py
         *extra,
     ]  # fmt: skip
 
@@ -127,7 +128,15 @@ def _sketch_parts(monitor: StreamMonitor) -> dict[str, Any]:
 
 
 def assert_same_state(a: StreamMonitor, b: StreamMonitor) -> None:
-    """Exact equality of everything but the KLL sketches, which agree within 2 rank errors."""
+    """Exact equality of everything but the KLL sketches, which agree within 2 rank errors.
+
+    Counters, window index, alert run and pane keys are equal; per sketch set the row count,
+    the random-feature sums, moments and reservoir (keys, ids, rows, and the PCG64 state in
+    its bytes) are identical, serialised and as arrays. The KLL sketches of ``a`` and ``b``
+    give the same ranks at ``a``'s quantiles within ``eps = 2 rank_error(k)``; when a sketch
+    holds at least ``1 / eps`` rows (so its own rank resolution ``1 / n`` is within ``eps``),
+    the ranks in ``b`` of ``a``'s quantiles of the grid also match the grid within ``eps``.
+    """
     pa, pb = _sketch_parts(a), _sketch_parts(b)
     assert pa.keys() == pb.keys()
     for key in pa:
@@ -136,30 +145,47 @@ def assert_same_state(a: StreamMonitor, b: StreamMonitor) -> None:
             continue
         x, y = pa[key], pb[key]
         assert x.count == y.count, (key, x.count, y.count)
+        # byte for byte, except the KLL sketches (reservoir bytes include the PCG64 state)
         assert x.rff.to_bytes() == y.rff.to_bytes(), key
         assert x.moments.to_bytes() == y.moments.to_bytes(), key
         assert x.reservoir.to_bytes() == y.reservoir.to_bytes(), key
+        np.testing.assert_array_equal(x.rff.feature_sum, y.rff.feature_sum, err_msg=key)
+        np.testing.assert_array_equal(x.moments.mean, y.moments.mean, err_msg=key)
+        np.testing.assert_array_equal(x.moments.covariance, y.moments.covariance, err_msg=key)
+        np.testing.assert_array_equal(x.reservoir.keys, y.reservoir.keys, err_msg=key)
+        np.testing.assert_array_equal(x.reservoir.ids, y.reservoir.ids, err_msg=key)
+        np.testing.assert_array_equal(x.reservoir.rows, y.reservoir.rows, err_msg=key)
         assert x.quantiles.count == y.quantiles.count, key
         if x.count:
             eps = 2 * rank_error(x.quantile_k)
             grid = np.linspace(0.05, 0.95, 19)
-            # ranks in each sketch of the same points agree within both sketches' errors
+            fine = x.quantiles.count * eps >= 1
             for qx, qy in zip(x.quantiles.projections, y.quantiles.projections, strict=True):
+                # ranks in each sketch of the same points agree within both sketches' errors
                 pts = np.unique(qx.quantiles(grid))  # few rows: quantiles repeat
-                np.testing.assert_allclose(qy.cdf(pts), qx.cdf(pts), atol=eps)
+                np.testing.assert_allclose(qy.cdf(pts), qx.cdf(pts), atol=eps, err_msg=key)
+                if fine:  # ranks, in y, of x's quantiles agree with the grid
+                    got = qy.cdf(qx.quantiles(grid))
+                    np.testing.assert_allclose(got, grid, atol=eps, err_msg=key)
 
 
 def assert_same_windows(a: StreamRegistry, b: StreamRegistry) -> None:
+    """The closed windows of :data:`STREAM` in ``a`` and ``b``: same index, start, end, rows
+    and example ids; the exact-sketch metrics equal within a relative 1e-9 (absolute 1e-12
+    near 0, as ``pytest.approx(rel=1e-9)``)."""
     ha, hb = a.snapshot(STREAM).history, b.snapshot(STREAM).history
     assert [w.window.index for w in ha] == [w.window.index for w in hb]
     for wa, wb in zip(ha, hb, strict=True):
         ra, rb = wa.window.result, wb.window.result
-        assert ra.n_current == rb.n_current
+        assert (wa.window.start, wa.window.end, ra.n_current) == (
+            wb.window.start,
+            wb.window.end,
+            rb.n_current,
+        )
         for name in ("mmd", "mean_shift", "spread_ratio", "frechet"):  # exact sketches
-            assert abs(ra.metrics[name].value - rb.metrics[name].value) <= 1e-9 * max(
-                1.0, abs(rb.metrics[name].value)
-            )
-        assert wa.window.example_ids == wb.window.example_ids
+            va, vb = ra.metrics[name].value, rb.metrics[name].value
+            assert va == vb or abs(va - vb) <= max(1e-9 * abs(vb), 1e-12), (name, va, vb)
+        assert wa.window.example_ids == wb.window.example_ids  # exact reservoirs
 
 
 @dataclass

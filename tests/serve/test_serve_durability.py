@@ -7,47 +7,27 @@ PCG64 whose state is checkpointed) must be *identical*, byte for byte in their s
 form. The KLL quantile sketches
 (datasketches) draw their compaction coin flips from an unseeded generator, so two runs over
 the same rows differ within the sketch's rank error: they are compared on ranks, within twice
-the stated rank error ``rank_error(k)``.
+the stated rank error ``rank_error(k)`` (:func:`fault_campaign.assert_same_state`, the
+comparison the kill campaign uses too).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
-from embdrift.serve import MonitorSettings, StreamRegistry
+from embdrift.serve import StreamRegistry
 from embdrift.serve.batch import Batch
 from embdrift.store import Store
-from embdrift.stream import SketchSet, StreamMonitor, _codec, rank_error
-from serve_support import CALIBRATION, WINDOW, npy_bytes
+from fault_campaign import assert_same_state, assert_same_windows, cli_settings, server_args
+from serve_support import WINDOW, npy_bytes
 
 pytestmark = pytest.mark.integration
 
 BATCH = 130
-
-
-def server_args(ref_path: Path, state: Path, *extra: str) -> list[str]:
-    return [
-        "-r", f"search={ref_path}",
-        "--window", str(WINDOW),
-        "--calibration", str(CALIBRATION),
-        "--reservoir-size", "200",
-        "--state-dir", str(state),
-        "--log-level", "warning",
-        "--no-explain",  # explanations replay identically: tests/serve/test_serve_registry.py
-        *extra,
-    ]  # fmt: skip
-
-
-def cli_settings() -> MonitorSettings:
-    """What server_args configures (the CLI defaults for everything else)."""
-    return MonitorSettings(
-        window=WINDOW, n_calibration=CALIBRATION, reservoir_size=200, explain=False
-    )
 
 
 def batches(world, n: int, seed: int = 11) -> list[np.ndarray]:
@@ -83,60 +63,6 @@ def twin(ref, xs: list[np.ndarray]) -> StreamRegistry:
 def recovered(ref, state: Path) -> StreamRegistry:
     """The state a server left in ``state``, loaded the way a restart loads it."""
     return StreamRegistry(references={"search": ref}, settings=cli_settings(), state_dir=state)
-
-
-def sketch_parts(monitor: StreamMonitor) -> dict[str, Any]:
-    meta, arrays = _codec.decode(monitor.state_bytes(), "StreamMonitor")
-    out: dict[str, Any] = {
-        k: meta[k] for k in ("rows_seen", "window_index", "run", "alert", "pane_keys")
-    }
-    for key in sorted(arrays):
-        s = SketchSet.from_bytes(bytes(arrays[key]), basis=monitor.basis)
-        out[key] = s
-    return out
-
-
-def assert_same_state(a: StreamMonitor, b: StreamMonitor) -> None:
-    pa, pb = sketch_parts(a), sketch_parts(b)
-    assert pa.keys() == pb.keys()
-    for key in pa:
-        if not isinstance(pa[key], SketchSet):
-            assert pa[key] == pb[key], key
-            continue
-        x, y = pa[key], pb[key]
-        assert x.count == y.count
-        # byte for byte, except the KLL sketches (reservoir bytes include the PCG64 state)
-        assert x.rff.to_bytes() == y.rff.to_bytes()
-        assert x.moments.to_bytes() == y.moments.to_bytes()
-        assert x.reservoir.to_bytes() == y.reservoir.to_bytes()
-        np.testing.assert_array_equal(x.rff.feature_sum, y.rff.feature_sum)
-        np.testing.assert_array_equal(x.moments.mean, y.moments.mean)
-        np.testing.assert_array_equal(x.moments.covariance, y.moments.covariance)
-        np.testing.assert_array_equal(x.reservoir.keys, y.reservoir.keys)
-        np.testing.assert_array_equal(x.reservoir.ids, y.reservoir.ids)
-        np.testing.assert_array_equal(x.reservoir.rows, y.reservoir.rows)
-        assert x.quantiles.count == y.quantiles.count
-        if x.count:
-            eps = 2 * rank_error(x.quantile_k)
-            grid = np.linspace(0.05, 0.95, 19)
-            for qx, qy in zip(x.quantiles.projections, y.quantiles.projections, strict=True):
-                # ranks, in y, of x's quantiles agree with the grid within both errors
-                np.testing.assert_allclose(qy.cdf(qx.quantiles(grid)), grid, atol=eps)
-
-
-def assert_same_windows(a: StreamRegistry, b: StreamRegistry) -> None:
-    ha, hb = a.snapshot("search").history, b.snapshot("search").history
-    assert [w.window.index for w in ha] == [w.window.index for w in hb]
-    for wa, wb in zip(ha, hb, strict=True):
-        ra, rb = wa.window.result, wb.window.result
-        assert (wa.window.start, wa.window.end, ra.n_current) == (
-            wb.window.start,
-            wb.window.end,
-            rb.n_current,
-        )
-        for name in ("mmd", "mean_shift", "spread_ratio", "frechet"):  # exact sketches
-            assert ra.metrics[name].value == pytest.approx(rb.metrics[name].value, rel=1e-9)
-        assert wa.window.example_ids == wb.window.example_ids  # exact reservoirs
 
 
 def test_clean_restart_restores_everything(server_factory, serve_ref_path, serve_world, tmp_path):
