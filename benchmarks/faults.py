@@ -25,10 +25,8 @@ The machine is shared: the timings are upper bounds, the counts are what matter.
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +34,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,8 +43,6 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from _reliability import machine_line, write_section  # noqa: E402
 
 from embdrift import Reference  # noqa: E402
-from embdrift.serve import StreamRegistry  # noqa: E402
-from embdrift.serve.batch import Batch  # noqa: E402
 from embdrift.serve.wal import write_checkpoint  # noqa: E402
 from embdrift.store import Store  # noqa: E402
 from embdrift.synthetic import World  # noqa: E402
@@ -55,12 +50,16 @@ from fault_campaign import (  # noqa: E402
     STREAM,
     CampaignReport,
     batch_maker,
-    cli_settings,
+    count,
+    limit_file_size,
     log_records,
+    post,
     run_campaign,
+    serve_cmd,
     server_args,
+    twin_of,
 )
-from serve_support import DIM, WINDOW, Server, npy_bytes  # noqa: E402
+from serve_support import DIM, WINDOW, Server  # noqa: E402
 
 __all__ = ["main"]
 
@@ -71,29 +70,6 @@ def _world_and_reference(folder: Path) -> tuple[World, Reference, Path]:
     x, _ = world.sample(1200, weights=np.array([1.0, 1.0, 1.0, 1.0, 0.0]), seed=1)
     ref = Reference.fit(x, seed=0, n_components=6)
     return world, ref, ref.save(folder / "ref.npz")
-
-
-def _post(url: str, x: np.ndarray) -> httpx.Response:
-    return httpx.post(
-        f"{url}/v1/streams/{STREAM}/embeddings",
-        content=npy_bytes(x),
-        headers={"Content-Type": "application/x-npy"},
-        timeout=60,
-    )
-
-
-def _count(url: str) -> int:
-    streams = httpx.get(f"{url}/v1/streams", timeout=30).json()["streams"]
-    return int(streams[0]["count"]) if streams else 0
-
-
-def _serve(args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "embdrift", "serve", *args, "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 #: Temporary folder of the run, replaced by ``$TMP`` in the report's messages.
@@ -158,7 +134,7 @@ def _damaged_log(ref_path: Path, world: World, work: Path) -> list[dict[str, Any
         args = server_args(ref_path, state, "--checkpoint-every", every)
         server = Server(args, work / f"damaged-{i}.log").start()
         for x in xs:
-            assert _post(server.url, x).status_code == 200
+            assert post(server.url, x).status_code == 200
         server.kill()
         damage(state / "streams" / STREAM)
         before = {p.name: p.read_bytes() for p in (state / "streams" / STREAM).iterdir()}
@@ -198,23 +174,16 @@ def _serve_until_ready(args: list[str], log: Path) -> dict[str, Any]:
         code = server.proc.returncode if server.proc is not None else None
         return {"outcome": f"refused to start (exit {code})", "count": None,
                 "message": _first_sentence(text.split("error:", 1)[-1])}  # fmt: skip
-    count = _count(server.url)
+    rows = count(server.url)
     server.stop()
     text = log.read_text()
     warning = next(
         (line for line in text.splitlines() if "dropped" in line or "removing" in line), ""
     )
-    return {"outcome": "started", "count": count, "message": _first_sentence(warning)}
+    return {"outcome": "started", "count": rows, "message": _first_sentence(warning)}
 
 
 # ---------------------------------------------------------------------------- refused writes
-def _limited(limit: int) -> Callable[[], None]:
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    return apply
-
-
 def _refused_writes(
     ref: Reference, ref_path: Path, world: World, work: Path
 ) -> list[dict[str, Any]]:
@@ -228,13 +197,13 @@ def _refused_writes(
     (state / "streams" / STREAM).mkdir(parents=True)
     (state / "streams" / STREAM / "wal.log").symlink_to("/dev/full")
     server = Server(server_args(ref_path, state), work / "full.log").start()
-    answers = [_post(server.url, big[k]) for k in range(2)]
+    answers = [post(server.url, big[k]) for k in range(2)]
     out.append(
         {
             "case": "write-ahead log on /dev/full (ENOSPC)",
             "answers": " / ".join(str(r.status_code) for r in answers),
             "acknowledged": 0,
-            "rows_counted": _count(server.url),
+            "rows_counted": count(server.url),
             "after_restart": "n/a (the disk stays full)",
             "message": _first_sentence(answers[0].json()["detail"]),
         }
@@ -245,22 +214,20 @@ def _refused_writes(
     state = work / "fsize"
     args = server_args(ref_path, state, "--checkpoint-every", "2")
     limited = Server(args, work / "fsize.log")
-    limited.preexec_fn = _limited(40_000)
+    limited.preexec_fn = limit_file_size(40_000)
     limited.start()
     small = make(0)[:20]
-    answers = [_post(limited.url, x) for x in (big[0], big[1], big[2], small)]
+    answers = [post(limited.url, x) for x in (big[0], big[1], big[2], small)]
     acked = [x for x, r in zip((big[0], big[1], big[2], small), answers, strict=True)
              if r.status_code == 200]  # fmt: skip
-    counted = _count(limited.url)
+    counted = count(limited.url)
     limited.kill()
     seqs, end = log_records(state / "streams" / STREAM / "wal.log")
     size = (state / "streams" / STREAM / "wal.log").stat().st_size
     again = Server(args, work / "fsize-again.log").start()
-    recovered = _count(again.url)
+    recovered = count(again.url)
     again.stop()
-    twin = StreamRegistry(references={STREAM: ref}, settings=cli_settings()).open()
-    for x in acked:
-        twin.ingest(STREAM, Batch(x))
+    twin = twin_of(ref, acked)
     exact = recovered == twin.snapshot(STREAM).count
     out.append(
         {
@@ -277,7 +244,7 @@ def _refused_writes(
     # 3. a file where the state folder should be
     blocked = work / "blocked"
     blocked.write_text("not a folder")
-    done = _serve(server_args(ref_path, blocked))
+    done = serve_cmd(*server_args(ref_path, blocked), timeout=300)
     out.append(
         {
             "case": "a file where --state-dir should be",
@@ -299,7 +266,7 @@ def _refused_writes(
     blocker.mkdir()
     windows = [world.sample(WINDOW, weights=np.ones(5), seed=420 + k)[0].astype(np.float32)
                for k in range(3)]  # fmt: skip
-    answers = [_post(server.url, x) for x in windows]
+    answers = [post(server.url, x) for x in windows]
     server.kill()
     blocker.rmdir()
     again = Server(args, work / "store-again.log").start()

@@ -27,8 +27,11 @@ twice the stated rank error ``rank_error(k)``.
 
 from __future__ import annotations
 
+import resource
 import shutil
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -55,10 +58,15 @@ __all__ = [
     "assert_same_windows",
     "batch_maker",
     "cli_settings",
+    "count",
+    "limit_file_size",
     "log_records",
     "log_seqs",
+    "post",
     "run_campaign",
+    "serve_cmd",
     "server_args",
+    "twin_of",
 ]
 
 STREAM = "search"
@@ -82,6 +90,49 @@ def cli_settings() -> MonitorSettings:
     return MonitorSettings(
         window=WINDOW, n_calibration=CALIBRATION, reservoir_size=200, explain=False
     )
+
+
+def post(url: str, x: np.ndarray) -> httpx.Response:
+    """Post ``x`` to :data:`STREAM` as an ``application/x-npy`` body."""
+    return httpx.post(
+        f"{url}/v1/streams/{STREAM}/embeddings",
+        content=npy_bytes(x),
+        headers={"Content-Type": "application/x-npy"},
+        timeout=60,
+    )
+
+
+def count(url: str) -> int:
+    """Rows counted by the server's first stream (0 without one)."""
+    streams = httpx.get(f"{url}/v1/streams", timeout=30).json()["streams"]
+    return int(streams[0]["count"]) if streams else 0
+
+
+def serve_cmd(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``embdrift serve`` to completion (for servers that refuse to start)."""
+    return subprocess.run(
+        [sys.executable, "-m", "embdrift", "serve", *args, "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def limit_file_size(limit: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that caps every file the child writes at ``limit`` bytes (EFBIG)."""
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def twin_of(ref: Reference, xs: list[np.ndarray]) -> StreamRegistry:
+    """The uninterrupted run over ``xs``, in process, without a log."""
+    reg = StreamRegistry(references={STREAM: ref}, settings=cli_settings()).open()
+    for x in xs:
+        reg.ingest(STREAM, Batch(x))
+    return reg
 
 
 def batch_maker(world: World, seed: int) -> Callable[[int], np.ndarray]:
@@ -243,14 +294,7 @@ class CampaignReport:
 
 def _post(url: str, x: np.ndarray, out: list[httpx.Response | BaseException]) -> None:
     try:
-        out.append(
-            httpx.post(
-                f"{url}/v1/streams/{STREAM}/embeddings",
-                content=npy_bytes(x),
-                headers={"Content-Type": "application/x-npy"},
-                timeout=60,
-            )
-        )
+        out.append(post(url, x))
     except BaseException as exc:  # the kill drops the connection
         out.append(exc)
 
@@ -313,12 +357,7 @@ def run_campaign(
         for _ in range(acked_before):
             _, x = take()
             t_post = time.perf_counter()
-            r = httpx.post(
-                f"{server.url}/v1/streams/{STREAM}/embeddings",
-                content=npy_bytes(x),
-                headers={"Content-Type": "application/x-npy"},
-                timeout=60,
-            )
+            r = post(server.url, x)
             latencies.append(time.perf_counter() - t_post)
             if r.status_code != 200:
                 problems.append(f"point {index}: a normal post answered {r.status_code}")
@@ -386,12 +425,7 @@ def run_campaign(
         points.append(point)
     for _ in range(tail_batches):  # the stream goes on after the last restart
         _, x = take()
-        r = httpx.post(
-            f"{server.url}/v1/streams/{STREAM}/embeddings",
-            content=npy_bytes(x),
-            headers={"Content-Type": "application/x-npy"},
-            timeout=60,
-        )
+        r = post(server.url, x)
         if r.status_code != 200:
             problems.append(f"after the campaign a post answered {r.status_code}")
         acknowledged += 1

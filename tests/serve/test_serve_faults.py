@@ -11,7 +11,6 @@ commits fail). See ``tests/fault_campaign.py`` for the kill campaign and its twi
 
 from __future__ import annotations
 
-import resource
 import shutil
 import subprocess
 import sys
@@ -36,35 +35,19 @@ from fault_campaign import (
     assert_same_state,
     batch_maker,
     cli_settings,
+    count,
+    limit_file_size,
     log_records,
     log_seqs,
+    post,
     run_campaign,
+    serve_cmd,
     server_args,
+    twin_of,
 )
-from serve_support import WINDOW, npy_bytes
+from serve_support import WINDOW
 
 pytestmark = pytest.mark.integration
-
-
-def post(url: str, x: np.ndarray) -> httpx.Response:
-    return httpx.post(
-        f"{url}/v1/streams/{STREAM}/embeddings",
-        content=npy_bytes(x),
-        headers={"Content-Type": "application/x-npy"},
-        timeout=60,
-    )
-
-
-def count(url: str) -> int:
-    streams = httpx.get(f"{url}/v1/streams", timeout=30).json()["streams"]
-    return int(streams[0]["count"]) if streams else 0
-
-
-def twin_of(ref, xs: list[np.ndarray]) -> StreamRegistry:
-    reg = StreamRegistry(references={STREAM: ref}, settings=cli_settings()).open()
-    for x in xs:
-        reg.ingest(STREAM, Batch(x))
-    return reg
 
 
 def recovered(ref, state: Path, tmp_path: Path) -> StreamRegistry:
@@ -74,15 +57,6 @@ def recovered(ref, state: Path, tmp_path: Path) -> StreamRegistry:
     return StreamRegistry(
         references={STREAM: ref}, settings=cli_settings(), state_dir=copy, background=False
     ).open()
-
-
-def serve_cmd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "embdrift", "serve", *args, "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_seeded_kill_points_lose_nothing_and_count_nothing_twice(
@@ -191,10 +165,6 @@ def test_damage_in_the_middle_of_the_log_refuses_to_start(
     again.stop()
 
 
-def _limit_file_size(limit: int) -> None:
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-
 def test_file_size_limit_answers_507_and_applies_nothing(
     server_factory, serve_ref, serve_ref_path, serve_world, tmp_path
 ):
@@ -210,7 +180,7 @@ def test_file_size_limit_answers_507_and_applies_nothing(
     ]
 
     class Limited(server_factory):  # type: ignore[misc, valid-type]
-        preexec_fn = staticmethod(lambda: _limit_file_size(40_000))
+        preexec_fn = staticmethod(limit_file_size(40_000))
 
     log1 = tmp_path / "log1"
     server = Limited(args, log1).start()
