@@ -27,13 +27,9 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import io
 import json
 import os
-import pickle
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -47,11 +43,15 @@ from urllib.parse import quote
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
 from _reliability import machine_line, write_section  # noqa: E402
 
 from embdrift import Reference  # noqa: E402
 from embdrift.synthetic import World  # noqa: E402
+from serve_support import free_port, listing, npy_body, npy_bytes, pickled_npy  # noqa: E402
 
 __all__ = ["main", "run"]
 
@@ -65,18 +65,12 @@ JSON = "application/json"
 
 
 # ---------------------------------------------------------------------- the server
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Server:
     """``embdrift serve`` in a subprocess, with the state folder it writes to."""
 
     folder: Path
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -150,13 +144,6 @@ def request(
         conn.close()
 
 
-def listing(root: Path) -> dict[str, tuple[int, int]]:
-    return {
-        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
-        for p in sorted(root.rglob("*"))
-    }
-
-
 # ---------------------------------------------------------------------- tallies
 @dataclass
 class Tally:
@@ -219,20 +206,6 @@ def send(
 
 
 # ---------------------------------------------------------------------- generators
-def npy_body(header: Any, payload: bytes, version: tuple[int, int] = (1, 0)) -> bytes:
-    text = (header if isinstance(header, str) else repr(header)).encode("latin1")
-    length_size = 2 if version == (1, 0) else 4
-    text += b" " * (-(6 + 2 + length_size + len(text) + 1) % 64) + b"\n"
-    size = struct.pack("<H" if length_size == 2 else "<I", len(text))
-    return b"\x93NUMPY" + bytes(version) + size + text + payload
-
-
-def saved(x: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, x, allow_pickle=False)
-    return buffer.getvalue()
-
-
 def json_value(rng: np.random.Generator, depth: int = 0) -> Any:
     kind = rng.integers(0, 9 if depth < 4 else 6)
     if kind == 0:
@@ -294,22 +267,6 @@ def forged_npy(rng: np.random.Generator) -> bytes:
     payload = rng.bytes(int(rng.choice([0, 4, 64, DIM * 4 * 3, 4096])))
     version = (1, 0) if rng.random() < 0.8 else (2, 0)
     return npy_body(header, payload, version)
-
-
-class _Touch:
-    """Unpickling this creates ``path``: the proof that a payload was run."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, tuple[Path]]:
-        return (Path.touch, (self.path,))
-
-
-def pickled_npy(marker: Path) -> bytes:
-    header = {"descr": "|O", "fortran_order": False, "shape": (1, DIM)}
-    payload = pickle.dumps(np.array([[_Touch(marker)] * DIM], dtype=object))
-    return npy_body(header, payload)
 
 
 TRICK_NAMES = [
@@ -375,7 +332,7 @@ def hostile_categories(
             arr = x.astype(str(rng.choice(["<f4", ">f4", "<f8", ">f8"])), copy=False)
         if rng.random() < 0.5:
             arr = np.asfortranarray(arr)
-        body = saved(arr)
+        body = npy_bytes(arr)
         if rng.random() < 0.6:
             body = body[: int(rng.integers(0, len(body)))]
         send(server, t(".npy valid, truncated, byte orders, Fortran"), "POST", ingest, body, NPY)
@@ -383,7 +340,8 @@ def hostile_categories(
     marker = folder / "pwned"
 
     def pickles(i: int) -> None:
-        send(server, t(".npy pickled object payloads"), "POST", ingest, pickled_npy(marker), NPY)
+        body = pickled_npy(marker, cols=DIM)
+        send(server, t(".npy pickled object payloads"), "POST", ingest, body, NPY)
 
     def deep(i: int) -> None:
         depth = int(rng.choice([1_000, 10_000, 100_000, 1_000_000]))
@@ -428,7 +386,7 @@ def hostile_categories(
     def caps(i: int) -> None:
         kind = i % 3
         if kind == 0:
-            body = saved(rng.normal(size=(MAX_ROWS + 1 + i, DIM)).astype(np.float32))
+            body = npy_bytes(rng.normal(size=(MAX_ROWS + 1 + i, DIM)).astype(np.float32))
             send(server, t("body and batch caps"), "POST", ingest, body, NPY)
         elif kind == 1:
             body = json.dumps({"embeddings": [[0.1] * DIM] * (MAX_ROWS + 1)}).encode()

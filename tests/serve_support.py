@@ -1,16 +1,21 @@
-"""Helpers of the service tests (tests/serve): .npy bodies, free ports, a server process."""
+"""Helpers of the service tests (tests/serve) and of the reliability benchmarks
+(benchmarks/faults.py, benchmarks/hostile.py): .npy bodies (valid, forged headers, pickled
+payloads), free ports, state-folder listings, a server process."""
 
 from __future__ import annotations
 
 import io
 import os
+import pickle
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -21,9 +26,45 @@ CALIBRATION = 199
 
 
 def npy_bytes(x: np.ndarray) -> bytes:
+    """``numpy.save`` of ``x`` (object arrays pickled, numpy's default: tests need those)."""
     buffer = io.BytesIO()
     np.save(buffer, x)
     return buffer.getvalue()
+
+
+def npy_body(header: Any, payload: bytes = b"", version: tuple[int, int] = (1, 0)) -> bytes:
+    """An .npy file with an arbitrary header dict literal (numpy.lib.format layout)."""
+    text = (header if isinstance(header, str) else repr(header)).encode("latin1")
+    length_size = 2 if version == (1, 0) else 4
+    pad = -(6 + 2 + length_size + len(text) + 1) % 64
+    text = text + b" " * pad + b"\n"
+    size = struct.pack("<H" if length_size == 2 else "<I", len(text))
+    return b"\x93NUMPY" + bytes(version) + size + text + payload
+
+
+class _Touch:
+    """Unpickling this creates ``path`` (a stand-in for arbitrary code execution)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[Path]]:
+        return (Path.touch, (self.path,))
+
+
+def pickled_npy(marker: Path, *, cols: int = 1) -> bytes:
+    """An .npy of dtype object and shape ``(1, cols)`` whose payload is a pickle that creates
+    ``marker``."""
+    header = {"descr": "|O", "fortran_order": False, "shape": (1, cols)}
+    return npy_body(header, pickle.dumps(np.array([[_Touch(marker)] * cols], dtype=object)))
+
+
+def listing(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under ``root`` with its size and mtime (ns)."""
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def free_port() -> int:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import pickle
-import struct
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ from embdrift.serve.batch import (
     parse_npy,
     parse_outcomes_json,
 )
+from serve_support import npy_body, npy_bytes, pickled_npy
 
 MAX_ROWS = 64
 FAST = settings(
@@ -58,22 +57,6 @@ def outcome(call: Any, *args: Any, **kwargs: Any) -> Any:
         assert 400 <= status < 500, (status, kind, exc)
         assert str(exc), "an error without a message"
         return status
-
-
-def npy_body(header: Any, payload: bytes = b"", version: tuple[int, int] = (1, 0)) -> bytes:
-    """An .npy file with an arbitrary header dict literal (numpy.lib.format layout)."""
-    text = (header if isinstance(header, str) else repr(header)).encode("latin1")
-    length_size = 2 if version == (1, 0) else 4
-    pad = -(6 + 2 + length_size + len(text) + 1) % 64
-    text = text + b" " * pad + b"\n"
-    size = struct.pack("<H" if length_size == 2 else "<I", len(text))
-    return b"\x93NUMPY" + bytes(version) + size + text + payload
-
-
-def saved(x: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, x, allow_pickle=True)
-    return buffer.getvalue()
 
 
 def check_batch(result: Any) -> None:
@@ -254,7 +237,7 @@ def test_npy_valid_arrays_round_trip_or_truncated(
         arr = np.asarray(x[: n * cols], dtype=np.float64).reshape(n, cols).astype(dtype)
     if fortran:
         arr = np.asfortranarray(arr)
-    body = saved(arr)
+    body = npy_bytes(arr)
     result = outcome(parse_npy, body, max_rows=MAX_ROWS)
     f32_max = float(np.finfo(np.float32).max)
     if np.isfinite(arr).all() and (np.abs(arr.astype(np.float64)) <= f32_max).all():
@@ -284,22 +267,6 @@ def test_huge_declared_npy_shape_refused_from_the_header(shape: tuple[int, int])
             parse_npy(body, max_rows=MAX_ROWS)
 
 
-class _Touch:
-    """Unpickling this creates ``path`` (a stand-in for arbitrary code execution)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, tuple[Path]]:
-        return (Path.touch, (self.path,))
-
-
-def pickled_npy(marker: Path) -> bytes:
-    """An .npy of dtype object whose payload is a pickle that creates ``marker``."""
-    header = {"descr": "|O", "fortran_order": False, "shape": (1, 1)}
-    return npy_body(header, pickle.dumps(np.array([[_Touch(marker)]], dtype=object)))
-
-
 def test_pickled_npy_is_never_unpickled(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     body = pickled_npy(marker)
@@ -310,14 +277,14 @@ def test_pickled_npy_is_never_unpickled(tmp_path: Path) -> None:
     with pytest.raises(InvalidEmbeddingsError, match="object and pickled arrays"):
         parse_npy(body, max_rows=MAX_ROWS)
     with pytest.raises(InvalidEmbeddingsError, match="float32 or float64"):
-        parse_npy(saved(np.array([[{"a": 1}]], dtype=object)), max_rows=MAX_ROWS)
+        parse_npy(npy_bytes(np.array([[{"a": 1}]], dtype=object)), max_rows=MAX_ROWS)
     assert not marker.exists()
 
 
 def test_fortran_and_big_endian_are_read_correctly() -> None:
     x = np.arange(12, dtype=np.float64).reshape(3, 4)
     for arr in (np.asfortranarray(x), x.astype(">f8"), np.asfortranarray(x.astype(">f4"))):
-        np.testing.assert_array_equal(parse_npy(saved(arr), max_rows=8).embeddings, x)
+        np.testing.assert_array_equal(parse_npy(npy_bytes(arr), max_rows=8).embeddings, x)
 
 
 # ---------------------------------------------------------------------- names

@@ -24,7 +24,7 @@ from starlette.routing import Route
 import embdrift
 from embdrift.serve import ServeConfig, create_app
 from embdrift.serve.auth import Auth
-from serve_support import DIM, WINDOW, Server, npy_bytes
+from serve_support import DIM, WINDOW, Server, listing, npy_bytes, pickled_npy
 
 TOKEN = "hostile-token-0123456789abcdef"
 WRONG = "hostile-token-0123456789abcdeF"  # same length, last character differs
@@ -32,14 +32,6 @@ assert len(WRONG) == len(TOKEN) and WRONG != TOKEN
 #: GET routes that stay public even with --protect-reads (liveness, readiness, API docs).
 PUBLIC = {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 PACKAGE = Path(embdrift.__file__).parent
-
-
-def listing(root: Path) -> dict[str, tuple[int, int]]:
-    """Every file and folder under ``root`` with its size and mtime (ns)."""
-    return {
-        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
-        for p in sorted(root.rglob("*"))
-    }
 
 
 def is_error(response: httpx.Response | http.client.HTTPResponse, body: bytes) -> dict:
@@ -342,19 +334,9 @@ def test_body_and_batch_caps_answer_413_and_write_nothing(hostile_server) -> Non
 
 
 def test_pickled_npy_over_http_is_refused_and_never_unpickled(hostile_server, tmp_path) -> None:
-    import pickle
-
     server, state = hostile_server
     marker = tmp_path / "pwned"
-
-    class Touch:
-        def __reduce__(self) -> tuple[Any, tuple[Path]]:
-            return (Path.touch, (marker,))
-
-    header = "{'descr': '|O', 'fortran_order': False, 'shape': (1, 1), }"
-    text = header.encode() + b" " * (-(10 + len(header) + 1) % 64) + b"\n"
-    payload = pickle.dumps(np.array([[Touch()]], dtype=object))
-    body = b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + payload
+    body = pickled_npy(marker)
     before = listing(state)
     r = httpx.post(
         f"{server.url}/v1/streams/search/embeddings",
