@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -484,10 +484,20 @@ def _add_routes(app: FastAPI, config: ServeConfig, registry: StreamRegistry) -> 
     gate = _InflightGate(config.max_inflight)
     app.state.inflight = gate
 
-    async def guarded(call: Callable[[], Any]) -> Any:
-        """Run a write; count a rejection under its reason and re-raise."""
+    @asynccontextmanager
+    async def admitted(stream: str, request: Request) -> AsyncIterator[tuple[bytes, str]]:
+        """The shape both writes share, in this order: the stream name is checked, one
+        in-flight slot is taken (503 ``overloaded`` before the body is read) and held for the
+        ``async with`` block, the body is read (413 past ``max_body_bytes``); the block gets
+        ``(body, media type)``. An embdrift error on the way or in the block is counted in
+        ``embdrift_rejected_batches_total`` under its reason and re-raised for the error
+        handlers. The token (``require_write``, which counts its own refusals) is checked
+        before any of this."""
         try:
-            return await call()
+            check_name(stream)
+            with gate.admit():
+                body = await _read_body(request, config.max_body_bytes)
+                yield body, _media_type(request)
         except EmbdriftError as exc:
             registry.record_rejection(error_kind(exc)[1])
             raise
@@ -505,15 +515,7 @@ def _add_routes(app: FastAPI, config: ServeConfig, registry: StreamRegistry) -> 
         the batch is fsynced to the stream's write-ahead log, with the rows accepted, the
         stream's row count and the windows the batch closed."""
         t0 = time.perf_counter()
-
-        async def run() -> dict[str, Any]:
-            check_name(stream)
-            with gate.admit():
-                return await admitted()
-
-        async def admitted() -> dict[str, Any]:
-            body = await _read_body(request, config.max_body_bytes)
-            media = _media_type(request)
+        async with admitted(stream, request) as (body, media):
             if media == _NPY:
                 batch = await run_in_threadpool(parse_npy, body, max_rows=config.max_rows)
             elif media == _JSON:
@@ -526,16 +528,13 @@ def _add_routes(app: FastAPI, config: ServeConfig, registry: StreamRegistry) -> 
                     " application/x-npy (numpy.save)."
                 )
             receipt = await run_in_threadpool(registry.ingest, stream, batch)
-            return {
-                "stream": receipt.stream,
-                "accepted": receipt.accepted,
-                "count": receipt.count,
-                "windows_closed": receipt.windows_closed,
-            }
-
-        out: dict[str, Any] = await guarded(run)
         metrics.observe_latency(stream, time.perf_counter() - t0)
-        return out
+        return {
+            "stream": receipt.stream,
+            "accepted": receipt.accepted,
+            "count": receipt.count,
+            "windows_closed": receipt.windows_closed,
+        }
 
     @app.post(
         "/v1/streams/{stream}/outcomes",
@@ -547,22 +546,12 @@ def _add_routes(app: FastAPI, config: ServeConfig, registry: StreamRegistry) -> 
     async def outcomes(stream: str, request: Request) -> dict[str, Any]:
         """Record outcome values (e.g. ``{"outcomes": {"clicked": [1, 0, 1]}}``); they count
         toward the window open when they arrive and feed ``embdrift_outcome_rate``."""
-
-        async def run() -> dict[str, Any]:
-            check_name(stream)
-            with gate.admit():
-                return await admitted()
-
-        async def admitted() -> dict[str, Any]:
-            body = await _read_body(request, config.max_body_bytes)
-            if _media_type(request) != _JSON:
+        async with admitted(stream, request) as (body, media):
+            if media != _JSON:
                 raise _UnsupportedMediaType("Outcomes are posted as application/json.")
             events = await run_in_threadpool(parse_outcomes_json, body)
             n = await run_in_threadpool(registry.post_outcomes, stream, events)
-            return {"stream": stream, "accepted": n}
-
-        result: dict[str, Any] = await guarded(run)
-        return result
+        return {"stream": stream, "accepted": n}
 
     read = [Depends(require_read)]
 
