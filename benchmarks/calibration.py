@@ -35,6 +35,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -188,6 +189,22 @@ def sizes(
     }
 
 
+def _size_key(row: dict[str, Any]) -> tuple[str, int, str]:
+    return (row["dataset"], row["n"], row.get("calibration", "permutation"))
+
+
+def _size_order(row: dict[str, Any]) -> tuple[int, int, int]:
+    dataset, n, mode = _size_key(row)
+    return (dataset != "synthetic", n, CALIBRATION_MODES.index(mode))
+
+
+def _saved_size_rows(file: Path) -> list[dict[str, Any]]:
+    """The saved rows of the sizes part, each with the meta of the run that measured it (a
+    later run replaces only the rows it measured; files of one run keep one top-level meta)."""
+    data = json.loads(file.read_text())
+    return [{"meta": data.get("meta"), **row} for row in data["results"]]
+
+
 def _binomial_interval(runs: int) -> tuple[float, float]:
     """Normal-approximation 99% interval of the observed rate over ``runs`` runs when the
     true rate is ALPHA (clipped to [0, 1])."""
@@ -209,17 +226,23 @@ def render(path: Path, state: Path) -> None:
         if not file.exists():
             continue
         data = json.loads(file.read_text())
-        meta = data["meta"]
-        lines += [
-            "## " + TITLES[part],
-            "",
-            f"- `{meta['command']}` on {meta['date']}, {meta['minutes']} min, commit"
-            f" {meta['commit']}; load average {meta['load'][0]} at start, {meta['load'][1]} at"
-            " end, on 2 cores",
-            f"- Machine: {meta['machine']}; BLAS: {meta['blas']}",
-            f"- Versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}",
-            "",
-        ]
+        if part == "sizes":
+            data["results"] = _saved_size_rows(file)
+            metas = {
+                json.dumps(row["meta"], sort_keys=True): row["meta"] for row in data["results"]
+            }
+        else:
+            metas = {"": data["meta"]}
+        lines += ["## " + TITLES[part], ""]
+        for meta in metas.values():
+            lines += [
+                f"- `{meta['command']}` on {meta['date']}, {meta['minutes']} min, commit"
+                f" {meta['commit']}; load average {meta['load'][0]} at start,"
+                f" {meta['load'][1]} at end, on 2 cores",
+                f"  - Machine: {meta['machine']}; BLAS: {meta['blas']}",
+                f"  - Versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}",
+            ]
+        lines.append("")
         if part == "per-reference":
             lines += [
                 "| data | decision | references × windows | mean rate | sd of per-reference"
@@ -253,8 +276,8 @@ def render(path: Path, state: Path) -> None:
         else:
             lines += [
                 "| data | n per side | calibration | path | runs | combined false-alarm rate |"
-                " 99% band for alpha at these runs | per-metric range | minutes |",
-                "|---|---|---|---|---|---|---|---|---|",
+                " 99% band for alpha at these runs | per-metric range | minutes | measured |",
+                "|---|---|---|---|---|---|---|---|---|---|",
             ]
             for res in data["results"]:
                 lo, hi = _binomial_interval(res["runs"])
@@ -264,6 +287,7 @@ def render(path: Path, state: Path) -> None:
                     f" {res['path']} | {res['runs']} |"
                     f" {res['combined']:.3f} | [{lo:.3f}, {hi:.3f}] |"
                     f" {min(rates):.3f}–{max(rates):.3f} | {res['seconds'] / 60:.1f} |"
+                    f" {res['meta']['date']} |"
                 )
             lines += [
                 "",
@@ -294,6 +318,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--references", type=int, default=20)
     p.add_argument("--windows", type=int, default=100, help="null windows per reference")
     p.add_argument("--size-runs", type=int, default=200, help="fresh pairs per larger size")
+    p.add_argument(
+        "--calibrations",
+        nargs="+",
+        choices=CALIBRATION_MODES,
+        default=list(CALIBRATION_MODES),
+        help="sizes part: the calibrations to run; rows of the others stay as saved",
+    )
     p.add_argument("--synthetic-sizes", type=int, nargs="*", default=[5_000, 20_000])
     p.add_argument("--real-sizes", type=int, nargs="*", default=[2_000])
     p.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, few runs")
@@ -345,18 +376,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("synthetic", n, mode)
             for n in args.synthetic_sizes
             for mode in ("permutation", "stored")
-            if "synthetic" in args.datasets
+            if "synthetic" in args.datasets and mode in args.calibrations
         ]
         jobs += [
             ("real", n, mode)
             for n in args.real_sizes
             for mode in CALIBRATION_MODES
-            if "real" in args.datasets
+            if "real" in args.datasets and mode in args.calibrations
         ]
-        results_sizes = [sizes(ds, n, mode, runs=args.size_runs, log=log) for ds, n, mode in jobs]
-        (state / "calibration-sizes.json").write_text(
-            json.dumps({"meta": meta(started, load), "results": results_sizes}, indent=1)
-        )
+        fresh = [sizes(ds, n, mode, runs=args.size_runs, log=log) for ds, n, mode in jobs]
+        run_meta = meta(started, load)
+        file = state / "calibration-sizes.json"
+        kept = _saved_size_rows(file) if file.exists() else []
+        done = {_size_key(row) for row in fresh}
+        rows = [row for row in kept if _size_key(row) not in done]
+        rows += [{**row, "meta": run_meta} for row in fresh]
+        rows.sort(key=_size_order)
+        file.write_text(json.dumps({"results": rows}, indent=1))
     render(args.out, state)
     print(args.out.read_text())
     return 0

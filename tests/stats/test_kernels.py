@@ -97,7 +97,8 @@ def test_truncated_projection_equals_a_direct_fit() -> None:
 def test_large_n_statistics_equal_the_exact_path_on_the_same_assignments() -> None:
     """The large-n path (chunked float32 sums, cached reference rows) computes the same
     moment, histogram, novelty and 1-D statistics as the exact path (float64, all rows at once);
-    its random-feature MMD equals FeatureMMD on the whole feature matrix."""
+    its random-feature MMD equals FeatureMMD on the whole feature matrix, with the anchors on
+    the reference side of every assignment."""
     ref_rows, cur = make_scenario("mix_shift", n_reference=900, n_current=500, seed=3)
     ref = Reference.fit(ref_rows, seed=0)
     rng = np.random.default_rng(0)
@@ -105,14 +106,15 @@ def test_large_n_statistics_equal_the_exact_path_on_the_same_assignments() -> No
     cur32 = cur.astype(np.float32)
     rows = type(ref._test_rows).join(ref._test_rows, ref._rows(cur32))
     names = [n for n in ref._metric_names(None) if n != "energy"]
-    large, _ = ref._evaluate(names, cur32, rows, masks, exact=False, rng=rng)
-    exact, _ = ref._evaluate(names, cur32, rows, masks, exact=True, rng=rng)
+    large, _ = ref._evaluate(names, cur32, rows, masks, exact=False, rng=rng, anchored=True)
+    exact, _ = ref._evaluate(names, cur32, rows, masks, exact=True, rng=rng, anchored=True)
     for name in names:
         if name == "mmd":
             continue
         np.testing.assert_allclose(large[name], exact[name], rtol=2e-5, err_msg=name)
-    pooled = np.vstack([ref.sample, cur32])
+    pooled = np.vstack([ref.anchors, ref.sample, cur32])
     features = random_fourier_features(pooled, ref.rff_frequencies, center=ref.projection.mean_)
+    with_anchors = np.hstack([np.ones((masks.shape[0], ref.anchors.shape[0]), np.float32), masks])
     np.testing.assert_allclose(
-        large["mmd"], FeatureMMD(features).values(masks), rtol=1e-4, atol=1e-7
+        large["mmd"], FeatureMMD(features).values(with_anchors), rtol=1e-4, atol=1e-7
     )
