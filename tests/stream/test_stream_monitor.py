@@ -205,3 +205,38 @@ def test_state_is_bounded_after_a_million_rows(ref32):
     assert mon.count == 1_030_000
     at_1m = len(mon.state_bytes())
     assert at_1m <= 1.2 * at_30k and at_1m < 50e6
+
+
+def test_monitors_of_one_reference_share_one_null(world32, ref32, monkeypatch):
+    """Streams on one reference with the same settings simulate each window size's null once
+    (a service runs many streams), and the null goes with the last monitor that uses it."""
+    import gc
+
+    from embdrift.stream import monitor as monitor_module
+    from embdrift.stream.calibration import SketchNull
+
+    simulated: list[int] = []
+    real_simulate = SketchNull._simulate
+
+    def counting(self, m_b):
+        simulated.append(m_b)
+        return real_simulate(self, m_b)
+
+    monkeypatch.setattr(SketchNull, "_simulate", counting)
+    x = _rows(world32, 400, 21)
+    first, second = _monitor(ref32, window=200, seed=4), _monitor(ref32, window=200, seed=4)
+    other_seed = _monitor(ref32, window=200, seed=5)
+    assert first.null is second.null and first.basis is second.basis
+    assert other_seed.null is not first.null
+    a = [w.result.metrics for w in first.update(x).check()]
+    b = [w.result.metrics for w in second.update(x).check()]
+    assert len(simulated) == 1  # the second stream used the first one's null
+    assert len(a) == len(b) == 2
+    for left, right in zip(a, b, strict=True):  # the sum-based statistics are deterministic
+        assert left["mmd"] == right["mmd"] and left["frechet"] == right["frechet"]
+    # A monitor restored from a checkpoint joins the same null.
+    assert type(first).from_state(ref32, first.state_bytes()).null is first.null
+    key = next(k for k, v in monitor_module._SHARED_NULLS.items() if v is first.null)
+    del first, second
+    gc.collect()
+    assert key not in monitor_module._SHARED_NULLS

@@ -21,6 +21,8 @@ check the false-alarm rate it yields.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from embdrift._validation import check_int
@@ -92,6 +94,9 @@ class SketchNull:
         self._outer = basis.residual_mean(centred.T, 1).T
         self.reference_side = ReferenceSide.from_features(feats, self._outer.mean(axis=0))
         self._cache: dict[int, tuple[int, int, np.ndarray]] = {}
+        # Monitors of several streams may share this null (StreamMonitor): one simulation
+        # per window size, the others wait for it.
+        self._lock = threading.Lock()
 
     @property
     def n_reference(self) -> int:
@@ -112,9 +117,10 @@ class SketchNull:
     def raw_null(self, m: int) -> tuple[int, int, np.ndarray]:
         """(n_ref_b, m_b, unscaled scores (B, J)) for windows of m rows (cached)."""
         m_b = self.split_size(check_int(m, name="m", low=2))
-        if m_b not in self._cache:
-            self._cache[m_b] = self._simulate(m_b)
-        return self._cache[m_b]
+        with self._lock:
+            if m_b not in self._cache:
+                self._cache[m_b] = self._simulate(m_b)
+            return self._cache[m_b]
 
     def null_scores(self, m: int) -> np.ndarray:
         """Replicate scores (B, J) rescaled to a live test of n reference rows vs m rows."""

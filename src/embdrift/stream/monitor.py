@@ -12,7 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +49,39 @@ from embdrift.stream.statistics import (
 __all__ = ["StreamMonitor", "WindowResult", "check_time_order"]
 
 _NS = 1_000_000_000
+
+#: Calibrated nulls in use, shared by every monitor of one reference with the same settings (a
+#: service runs many streams on one reference). The basis and the null are deterministic
+#: functions of the reference, the settings and the seed, so sharing changes no result, and the
+#: null of a window size is simulated once instead of once per stream. Held weakly: an entry
+#: goes with the last monitor that uses it.
+_SHARED_NULLS: weakref.WeakValueDictionary[tuple[Any, ...], SketchNull] = (
+    weakref.WeakValueDictionary()
+)
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_null(
+    reference: Reference,
+    *,
+    n_frequencies: int,
+    n_projections: int,
+    quantile_k: int,
+    n_calibration: int,
+    seed: int,
+) -> SketchNull:
+    """The :class:`SketchNull` (and its :class:`StreamBasis`) for these settings: the one in
+    use by another monitor, or a new one."""
+    key = (reference.reference_id, n_frequencies, n_projections, quantile_k, n_calibration, seed)
+    with _SHARED_LOCK:
+        null = _SHARED_NULLS.get(key)
+        if null is None:
+            basis = StreamBasis(
+                reference, n_frequencies=n_frequencies, n_projections=n_projections, seed=seed
+            )
+            null = SketchNull(basis, n_calibration=n_calibration, quantile_k=quantile_k, seed=seed)
+            _SHARED_NULLS[key] = null
+    return null
 
 
 def check_time_order(ts: np.ndarray, last_ts: int | None) -> None:
@@ -255,12 +290,15 @@ class StreamMonitor:
         self._mode = kind_w
         self._step = span_s
         self._n_panes = span_w // span_s
-        self.basis = StreamBasis(
-            reference, n_frequencies=n_frequencies, n_projections=n_projections, seed=seed
+        self.null = _shared_null(
+            reference,
+            n_frequencies=n_frequencies,
+            n_projections=n_projections,
+            quantile_k=quantile_k,
+            n_calibration=n_calibration,
+            seed=seed,
         )
-        self.null = SketchNull(
-            self.basis, n_calibration=n_calibration, quantile_k=quantile_k, seed=seed
-        )
+        self.basis = self.null.basis
         self._reset()
 
     def _reset(self) -> None:
