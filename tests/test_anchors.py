@@ -57,3 +57,29 @@ def test_anchors_raise_the_power_of_mmd() -> None:
     print(f"mix-shift power of mmd: anchored {anchored / runs}, held-out {held_out / runs}")
     assert 0.3 <= held_out / runs <= 0.7  # the shift is neither trivial nor invisible
     assert anchored >= held_out + 0.1 * runs
+
+
+def test_the_exact_path_matrix_stays_within_twice_exact_rows(monkeypatch) -> None:
+    """Anchors fill only the room the two sides leave in the exact path's 2 * exact_rows
+    matrix (memory bound by array sizes), and the values then use that prefix of them."""
+    from embdrift import reference as reference_module
+
+    x, y = make_scenario("mix_shift", n_reference=300, n_current=60, dim=16, seed=5)
+    ref = Reference.fit(x, seed=2, fit_fraction=0.8, exact_rows=60)  # 240 anchors, 60 held out
+    assert ref.anchors.shape[0] == 240 and ref.sample.shape[0] == 60
+    sides: list[int] = []
+    real = reference_module.pairwise_sq_distances
+
+    def spy(rows: np.ndarray) -> np.ndarray:
+        sides.append(rows.shape[0])
+        return real(rows)
+
+    monkeypatch.setattr(reference_module, "pairwise_sq_distances", spy)
+    res = ref.compare(y, n_permutations=19, metrics=list(ANCHORED_METRICS))
+    assert res.path == "exact" and sides == [120]  # 60 held out + 60 current, no room left
+    assert res.metrics["mmd"].value == pytest.approx(
+        mmd2_unbiased(ref.sample, y, bandwidth=ref.bandwidth), rel=1e-9
+    )
+    sides.clear()
+    ref.compare(y[:40], n_permutations=19, metrics=["mmd"])
+    assert sides == [120]  # 60 + 40 rows and the first 20 anchors

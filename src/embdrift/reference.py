@@ -7,9 +7,9 @@ own top components, and projection metrics then alarm with no drift at all (DESI
 one part, test on the other"). With the split, the test rows and a current window drawn from
 the same distribution are exchangeable, and permutation p-values are exact.
 
-The kernel statistics (``ANCHORED_METRICS``) learn nothing from the fit rows but the bandwidth,
-so a permutation check keeps the anchors (fit rows) on their reference side in every
-permutation: conditional on the fit rows the test stays exact, and the statistic sees the
+The kernel statistics (``ANCHORED_METRICS``) take only the bandwidth and the random features
+from the fit, so a permutation check keeps the anchors (fit rows) on their reference side in
+every permutation: conditional on the fit rows the test stays exact, and the statistic sees the
 whole reference window.
 """
 
@@ -85,10 +85,10 @@ MAX_REFERENCE_BYTES = 4 * 1024**3
 
 #: Metric name -> what its value means. Effect sizes are listed in ``_effect_size``.
 METRICS: Mapping[str, str] = {
-    "mmd": "unbiased MMD² with the frozen RBF kernel (full dimension; reference side: test rows"
-    " and anchors)",
+    "mmd": "unbiased MMD² with the frozen RBF kernel (full dimension; reference side: held-out"
+    " rows and, in a permutation check, the anchors)",
     "energy": "energy distance 2E‖X−Y‖ − E‖X−X′‖ − E‖Y−Y′‖ (full dimension; reference side:"
-    " test rows and anchors)",
+    " held-out rows and, in a permutation check, the anchors)",
     "wasserstein_pc1": "1-D Wasserstein-1 on PC1, in reference PC1 standard deviations",
     "sliced_wasserstein": "mean 1-D Wasserstein-1 over the top-k PCs, in reference stds",
     "kl_pc1": "KL(current ‖ reference) of PC1 histograms, nats, smoothed",
@@ -115,7 +115,8 @@ DECISION_METRICS = ("mmd", "energy", "novelty", "reconstruction_error", "residua
 #: bandwidth, so the fit rows can join the reference side, and they sit there in every
 #: permutation: conditional on the fit rows, the test rows and the current window stay
 #: exchangeable and the test stays exact, while the reference side the statistic sees grows by
-#: the fit rows (real-text section-mix power of MMD alone 0.71 -> 0.84 at n = 500).
+#: the fit rows (real-text section-mix power of MMD alone 0.73 -> 0.83 at n = 500,
+#: benchmarks/RESULTS.md).
 ANCHORED_METRICS = ("mmd", "energy")
 
 #: The two ways a comparison runs; the result says which one ran.
@@ -287,7 +288,8 @@ class Reference:
             used); larger windows are subsampled without replacement, seeded.
         exact_rows : int
             Up to this many rows per side, comparisons take the exact path (kernel and
-            distance matrices, O(N²) memory); above it, the large-n path (see ``compare``).
+            distance matrices of at most 2 * exact_rows rows, anchors included, O(N²)
+            memory); above it, the large-n path (see ``compare``).
         n_random_features : int
             Random Fourier features (half cosines, half sines) of the frozen RBF kernel,
             drawn once here; used by ``mmd`` on the large-n path.
@@ -529,11 +531,12 @@ class Reference:
         null does. ``n_reference`` counts the held-out rows.
 
         Exact path (both sides at most ``exact_rows``): kernel and distance matrices on all
-        rows and anchors, O((N + anchors)²) memory, float64. Large-n path: ``mmd`` from random
-        Fourier features (the (B, N) x (N, D) product of all permutations, in float32 and in
-        chunks of rows; the anchors add their feature sum), ``energy`` on a label-independent
-        subsample of ``energy_rows`` pooled rows and anchors, and the sort-based 1-D,
-        histogram, moment and novelty statistics on all rows; memory
+        rows and as many anchors as fit in 2 * ``exact_rows`` rows (a prefix of them, fixed at
+        fit), O(N²) memory with N at most 2 * ``exact_rows``, float64. Large-n path: ``mmd``
+        from random Fourier features (the (B, N) x (N, D) product of all permutations, in
+        float32 and in chunks of rows; the anchors add their feature sum), ``energy`` on a
+        label-independent subsample of ``energy_rows`` pooled rows and anchors, and the
+        sort-based 1-D, histogram, moment and novelty statistics on all rows; memory
         O(B N + n_ref D): the reference side's features and per-row quantities are computed
         once at fit (and at load), the current window's are computed chunk by chunk and summed
         into the permutation sums, never held whole. Float32 sums and the float32 1-D
@@ -786,7 +789,10 @@ class Reference:
 
         # Kernel and distance statistics; ``anchored`` puts the anchors on the reference side of
         # every assignment (ANCHORED_METRICS): pooled rows are [anchors, test rows, current].
-        anchors = self.anchors[: self.anchors.shape[0] if anchored else 0]
+        # The exact path's matrices hold at most 2 * exact_rows rows: the anchors fill what the
+        # two sides leave (a prefix of the anchors, a subset fixed at fit, keeps the test exact).
+        room = 2 * self.params.exact_rows - masks.shape[1] if exact else self.anchors.shape[0]
+        anchors = self.anchors[: max(0, min(self.anchors.shape[0], room)) if anchored else 0]
         n_anchors = anchors.shape[0]
         if exact and wanted & {"mmd", "energy"}:
             pooled = np.vstack([anchors, self._sample, current])

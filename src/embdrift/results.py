@@ -84,7 +84,9 @@ class DriftResult:
     metrics : Mapping[str, MetricResult]
         Per-metric results, keyed by metric name.
     n_reference, n_current : int
-        Rows tested on each side (the reference's held-out test rows, the current window).
+        Rows tested on each side (the reference's held-out test rows, the current window);
+        ``mmd`` and ``energy`` in a permutation check also count the reference's anchors
+        (``embdrift.reference.ANCHORED_METRICS``).
     reference_id : str
         The identifier of the frozen reference used.
     method : str

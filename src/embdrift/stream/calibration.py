@@ -117,6 +117,9 @@ class SketchNull:
     def raw_null(self, m: int) -> tuple[int, int, np.ndarray]:
         """(n_ref_b, m_b, unscaled scores (B, J)) for windows of m rows (cached)."""
         m_b = self.split_size(check_int(m, name="m", low=2))
+        cached = self._cache.get(m_b)
+        if cached is not None:  # read without the lock: entries are only ever added
+            return cached
         with self._lock:
             if m_b not in self._cache:
                 self._cache[m_b] = self._simulate(m_b)
