@@ -51,7 +51,14 @@ from _reliability import machine_line, write_section  # noqa: E402
 
 from embdrift import Reference  # noqa: E402
 from embdrift.synthetic import World  # noqa: E402
-from serve_support import free_port, listing, npy_body, npy_bytes, pickled_npy  # noqa: E402
+from serve_support import (  # noqa: E402
+    TRICK_PATHS,
+    free_port,
+    listing,
+    npy_body,
+    npy_bytes,
+    pickled_npy,
+)
 
 __all__ = ["main", "run"]
 
@@ -275,14 +282,6 @@ TRICK_NAMES = [
     "%EF%BD%93%EF%BD%85%EF%BD%81%EF%BD%92%EF%BD%83%EF%BD%88", "search%E2%80%8B", "CON.txt",
     "LPT1", "a%3Ab", "%7E", "%24HOME", "a*b", "%FF%FE", "-x", "_x", "a.b", "a%20b",
 ]  # fmt: skip
-TRICK_PATHS = [
-    "/v1/streams/../embeddings",
-    "/v1/streams/a/../b/embeddings",
-    "/v1/streams//embeddings",
-    "/v1/streams/%2F/embeddings",
-    "/v1/streams/search/../../../../etc/passwd",
-    "/v1/streams/./embeddings",
-]
 
 
 def random_name(rng: np.random.Generator) -> str:

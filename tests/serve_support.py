@@ -23,6 +23,16 @@ import numpy as np
 DIM = 32
 WINDOW = 200
 CALIBRATION = 199
+#: Request paths whose stream segment tries to leave its folder (raw, not normalised by the
+#: client): each must be refused and write nothing.
+TRICK_PATHS = [
+    "/v1/streams/../embeddings",
+    "/v1/streams/a/../b/embeddings",
+    "/v1/streams//embeddings",
+    "/v1/streams/%2F/embeddings",
+    "/v1/streams/search/../../../../etc/passwd",
+    "/v1/streams/./embeddings",
+]
 
 
 def npy_bytes(x: np.ndarray) -> bytes:

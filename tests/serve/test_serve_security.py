@@ -24,7 +24,7 @@ from starlette.routing import Route
 import embdrift
 from embdrift.serve import ServeConfig, create_app
 from embdrift.serve.auth import Auth
-from serve_support import DIM, WINDOW, Server, listing, npy_bytes, pickled_npy
+from serve_support import DIM, TRICK_PATHS, WINDOW, Server, listing, npy_bytes, pickled_npy
 
 TOKEN = "hostile-token-0123456789abcdef"
 WRONG = "hostile-token-0123456789abcdeF"  # same length, last character differs
@@ -228,14 +228,6 @@ TRICKS = [
     "a*b",
     "%FF%FE",  # not UTF-8
 ]
-RAW_PATHS = [
-    "/v1/streams/../embeddings",
-    "/v1/streams/a/../b/embeddings",
-    "/v1/streams//embeddings",
-    "/v1/streams/%2F/embeddings",
-    "/v1/streams/search/../../../../etc/passwd",
-    "/v1/streams/./embeddings",
-]
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +273,7 @@ def test_path_tricks_get_a_4xx_and_write_nothing(hostile_server) -> None:
     paths = [f"/v1/streams/{name}/{tail}" for name in TRICKS for tail in ("embeddings",)]
     paths += [f"/v1/streams/{name}/outcomes" for name in TRICKS]
     paths += [f"/v1/streams/{name}/drift" for name in TRICKS]
-    paths += RAW_PATHS
+    paths += TRICK_PATHS
     statuses = {}
     for path in paths:
         method = "GET" if path.endswith("/drift") else "POST"
