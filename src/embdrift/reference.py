@@ -111,8 +111,8 @@ METRICS: Mapping[str, str] = {
 DECISION_METRICS = ("mmd", "energy", "novelty", "reconstruction_error", "residual_mean_shift")
 
 #: The metrics that also count the anchors (fit rows kept by the reference, at most
-#: ``max_anchors``) as reference rows. They need nothing the fit learned beyond the kernel
-#: bandwidth, so the fit rows can join the reference side, and they sit there in every
+#: ``max_anchors``) as reference rows. They take only the kernel bandwidth and the random
+#: features from the fit, so the fit rows can join the reference side, and they sit there in every
 #: permutation: conditional on the fit rows, the test rows and the current window stay
 #: exchangeable and the test stays exact, while the reference side the statistic sees grows by
 #: the fit rows (real-text section-mix power of MMD alone 0.73 -> 0.83 at n = 500,
