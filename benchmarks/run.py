@@ -385,6 +385,7 @@ def _part_meta(args: argparse.Namespace, started: float, notes: list[str]) -> di
         "load": [round(args.load_start, 1), round(os.getloadavg()[0], 1)],
         "n": args.n,
         "permutations": args.permutations,
+        "methods": list(args.methods),
         "quick": bool(args.quick),
         "commit": args.commit,
         "threads": {
@@ -441,6 +442,15 @@ def load_part(state: Path, part: str) -> tuple[dict | None, object]:
         return None, None
     blob = json.loads(path.read_text())
     return blob["meta"], blob["data"]
+
+
+def _embdrift_permutations(metas: list[dict]) -> str:
+    """n_permutations of the detection part that ran embdrift's permutation check."""
+    for meta in metas:
+        if "embdrift" in meta.get("methods", []):
+            perms = meta.get("permutations")
+            return "compare's default (500 on the exact path)" if perms is None else str(perms)
+    return "unknown"
 
 
 def write_results(path: Path, state: Path) -> None:
@@ -502,7 +512,7 @@ def write_results(path: Path, state: Path) -> None:
             "",
             "## Detection",
             "",
-            f"embdrift uses n_permutations = {det_meta['permutations']} here.",
+            f"embdrift uses n_permutations = {_embdrift_permutations(det_metas)} here.",
             "",
         ]
         lines += detection_table(_tallies_from_json(det_data), n=int(det_meta["n"]))
@@ -538,8 +548,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--permutations",
         type=int,
-        default=199,
-        help="embdrift n_permutations in the detection part",
+        default=None,
+        help="embdrift n_permutations in the detection part (default: compare's own, 500 on"
+        " the exact path)",
     )
     p.add_argument(
         "--datasets", nargs="+", default=["synthetic", "real"], choices=["synthetic", "real"]

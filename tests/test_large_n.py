@@ -110,3 +110,29 @@ def test_large_n_memory_is_linear_in_rows(monkeypatch: pytest.MonkeyPatch) -> No
         assert peaks[n] < min(n_pooled**2 * 8, features) / 2, (n, peaks[n])
     # Doubling the rows at most doubles the peak (an N x N matrix would quadruple it).
     assert peaks[6000] < 2.2 * peaks[3000], peaks
+
+
+def test_a_tiny_window_missing_from_the_energy_subsample_gives_no_evidence() -> None:
+    """On the large-n path a window of 2 rows against 3,000 reference rows mostly has no row in
+    the 50-row energy subsample: energy is then undefined (NaN value and effect size), scores
+    no evidence (p-value 1), and the verdict stays a valid p-value from the other metrics.
+    Over null windows the energy p-value stays super-uniform."""
+    ref_rows, _ = _draw(0, 3000, world=SMALL_WORLD)
+    ref = Reference.fit(ref_rows, seed=0, exact_rows=200, energy_rows=50)
+    missing = 0
+    rejections = 0
+    runs = 200
+    for seed in range(runs):
+        cur = SMALL_WORLD.sample(2, weights=WEIGHTS, seed=seed + 1)[0]
+        res = ref.compare(cur, seed=seed, metrics=["energy", "mmd"], n_permutations=39)
+        energy = res.metrics["energy"]
+        assert res.path == "large_n"
+        assert 0.0 < res.p_value <= 1.0
+        assert np.isfinite(res.metrics["mmd"].value)
+        if np.isnan(energy.value):
+            missing += 1
+            assert energy.p_value == 1.0 and np.isnan(energy.effect_size)
+            assert not energy.drifted
+        rejections += energy.p_value <= 0.05
+    assert missing > runs // 2  # the case under test happened
+    assert rejections / runs <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / runs)

@@ -535,7 +535,8 @@ class Reference:
         fit), O(N²) memory with N at most 2 * ``exact_rows``, float64. Large-n path: ``mmd``
         from random Fourier features (the (B, N) x (N, D) product of all permutations, in
         float32 and in chunks of rows; the anchors add their feature sum), ``energy`` on a
-        label-independent subsample of ``energy_rows`` pooled rows and anchors, and the
+        label-independent subsample of ``energy_rows`` pooled rows and anchors (a tiny
+        current window may have no row in it: ``energy`` is then NaN with p-value 1), and the
         sort-based 1-D, histogram, moment and novelty statistics on all rows; memory
         O(B N + n_ref D): the reference side's features and per-row quantities are computed
         once at fit (and at load), the current window's are computed chunk by chunk and summed
@@ -1349,8 +1350,11 @@ def _group_sizes(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _test_statistic(name: str, values: np.ndarray) -> np.ndarray:
     """Map a metric's values to a score where larger means more drift: spread_ratio is tested
-    two-sided through |log ratio| (``SpreadRatio.test_statistic``), the rest as they are."""
-    return SpreadRatio.test_statistic(values) if name == "spread_ratio" else values
+    two-sided through |log ratio| (``SpreadRatio.test_statistic``), the rest as they are. An
+    undefined value (NaN: the large-n energy subsample left a side empty) scores −inf, no
+    evidence of drift; being a function of the assignment alone, this keeps the test exact."""
+    scores = SpreadRatio.test_statistic(values) if name == "spread_ratio" else values
+    return np.where(np.isnan(scores), -np.inf, scores)
 
 
 def _check_names(value: Sequence[str], *, parameter: str, allowed: Sequence[str]) -> list[str]:
@@ -1386,6 +1390,8 @@ def _effect_size(name: str, value: float, energy_between: float) -> float:
     if name == "mmd":
         return float(np.sqrt(max(value, 0.0)))
     if name == "energy":
+        if np.isnan(energy_between):
+            return float("nan")
         return value / energy_between if energy_between > 0 else 0.0
     if name == "js_pc1":
         return value / float(np.log(2.0))

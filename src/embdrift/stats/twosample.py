@@ -227,11 +227,16 @@ class EnergyStatistic:
         self.distances = np.sqrt(sq)
 
     def parts(self, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(E-statistic, 2E‖X−Y‖) per assignment."""
+        """(E-statistic, 2E‖X−Y‖) per assignment; both NaN (undefined) for an assignment that
+        leaves a side empty, which a subsample of the pooled rows can."""
         n, m = _sides(masks)
         s_xx, s_xy, s_yy = _group_sums(self.distances, masks)
-        between = 2.0 * s_xy / (n * m)
-        return between - s_xx / n**2 - s_yy / m**2, between
+        with np.errstate(divide="ignore", invalid="ignore"):
+            between = 2.0 * s_xy / (n * m)
+            energy = between - s_xx / n**2 - s_yy / m**2
+        empty = (n == 0) | (m == 0)
+        energy[empty] = between[empty] = np.nan
+        return energy, between
 
     def values(self, masks: np.ndarray) -> np.ndarray:
         return self.parts(masks)[0]
