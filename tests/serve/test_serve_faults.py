@@ -193,8 +193,12 @@ def test_file_size_limit_answers_507_and_applies_nothing(
     assert "wal.log" in body["detail"] and "EFBIG" in body["detail"]
     assert "ulimit -f" in body["detail"]
     assert count(server.url) == 260  # the refused batch changed nothing
+    ready = httpx.get(f"{server.url}/readyz")  # not ready while the stream's log refuses
+    assert ready.status_code == 503 and ready.json()["error"] == "storage"
+    assert STREAM in ready.json()["detail"]
     assert post(server.url, xs[0]).status_code == 200  # a smaller record still fits
     assert count(server.url) == 280
+    assert httpx.get(f"{server.url}/readyz").status_code == 200  # ready again
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'embdrift_rejected_batches_total{reason="storage"} 1.0' in metrics
     server.kill()
@@ -225,8 +229,10 @@ def test_full_disk_answers_507_names_the_problem_and_applies_nothing(
     (folder / "wal.log").symlink_to("/dev/full")  # every write: ENOSPC
     server = server_factory(server_args(serve_ref_path, state), tmp_path / "log").start()
     x = batch_maker(serve_world, 8)(0)
+    assert httpx.get(f"{server.url}/readyz").status_code == 200  # no write refused yet
     r = post(server.url, x)
     assert r.status_code == 507
+    assert httpx.get(f"{server.url}/readyz").status_code == 503
     detail = r.json()["detail"]
     assert "No space left on device" in detail and "ENOSPC" in detail
     assert "Free space on the disk that holds --state-dir" in detail

@@ -595,10 +595,19 @@ def _add_routes(app: FastAPI, config: ServeConfig, registry: StreamRegistry) -> 
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"], summary="Readiness (state recovered)")
+    @app.get("/readyz", tags=["ops"], summary="Readiness (state recovered, state writable)")
     def readyz() -> JSONResponse:
         if not registry.ready:
             return _error(503, "not_ready", "The service is still recovering its streams.")
+        refusing = registry.refusing_writes
+        if refusing:
+            return _error(
+                503,
+                "storage",
+                f"The disk refused the last log write of stream(s) {refusing}; their writes get"
+                " HTTP 507 until a write succeeds. Free space on the state directory's disk or"
+                " fix its permissions; reads still work.",
+            )
         return JSONResponse({"status": "ready", "streams": registry.names()})
 
     @app.get("/metrics", dependencies=read, tags=["ops"], summary="Prometheus metrics")

@@ -183,6 +183,7 @@ class _Stream:
         self.point_ids: tuple[str, ...] = ()
         self.point_labels: tuple[str, ...] = ()
         self.since_checkpoint = 0
+        self.log_refused = False  # the disk refused this stream's last log write
         self.pending: tuple[int, np.ndarray, np.ndarray] | None = None  # window to explain
         ref_rows = reference.sample[:_REFERENCE_POINTS]
         self.reference_points = _project(reference, ref_rows)
@@ -572,7 +573,7 @@ class StreamRegistry:
             self._check_timestamps(stream, batch.timestamps)
             seq = 0
             if stream.wal is not None:
-                seq = self._log(stream.wal, _RECEIVED.pack(received) + batch.to_record())
+                seq = self._log(stream, _RECEIVED.pack(received) + batch.to_record())
             closed = self._apply(stream, batch, received)
             self._maybe_checkpoint(stream)
             stream.publish()
@@ -591,7 +592,7 @@ class StreamRegistry:
         with self._locked(stream):
             self._check_outcome_names(stream, events.outcomes)
             if stream.wal is not None:
-                self._log(stream.wal, _RECEIVED.pack(received) + events.to_record())
+                self._log(stream, _RECEIVED.pack(received) + events.to_record())
             self._apply_outcomes(stream, events, received)
             self._maybe_checkpoint(stream)
             stream.publish()
@@ -626,13 +627,24 @@ class StreamRegistry:
         with self._rejected_lock:
             return dict(self._storage_failures)
 
-    def _log(self, wal: WriteAheadLog, payload: bytes) -> int:
-        """Append a record; a failed write is counted and re-raised (nothing applied)."""
+    @property
+    def refusing_writes(self) -> list[str]:
+        """Streams whose last log write the disk refused (their writes get HTTP 507 until
+        one succeeds); ``/readyz`` reports them."""
+        return sorted(name for name, stream in self._streams.items() if stream.log_refused)
+
+    def _log(self, stream: _Stream, payload: bytes) -> int:
+        """Append a record to the stream's log; a failed write is counted, marks the stream as
+        refusing writes, and is re-raised (nothing applied)."""
+        assert stream.wal is not None
         try:
-            return wal.append(payload)
+            seq = stream.wal.append(payload)
         except StorageError:
             self._count_storage_failure("log")
+            stream.log_refused = True
             raise
+        stream.log_refused = False
+        return seq
 
     def _maybe_checkpoint(self, stream: _Stream) -> None:
         if stream.wal is None:
