@@ -83,3 +83,24 @@ def test_the_exact_path_matrix_stays_within_twice_exact_rows(monkeypatch) -> Non
     sides.clear()
     ref.compare(y[:40], n_permutations=19, metrics=["mmd"])
     assert sides == [120]  # 60 + 40 rows and the first 20 anchors
+
+
+def test_fewer_anchors_than_fit_rows_and_the_large_n_energy_use_exactly_those_rows() -> None:
+    """With ``max_anchors`` below the fit rows, the anchored values use the kept anchors and
+    the held-out rows, on the exact path and (energy, with a subsample as large as the pooled
+    rows) on the large-n path: value by value against independent implementations."""
+    x, y = make_scenario("mix_shift", n_reference=400, n_current=120, dim=24, seed=6)
+    current = y.astype(np.float32).astype(np.float64)
+    for exact_rows, path in ((2000, "exact"), (150, "large_n")):
+        ref = Reference.fit(x, seed=3, max_anchors=50, exact_rows=exact_rows, energy_rows=10**4)
+        assert ref.anchors.shape[0] == 50 < ref.n_fit
+        reference_rows = np.vstack([ref.anchors, ref.sample]).astype(np.float64)
+        res = ref.compare(y, n_permutations=19, metrics=list(ANCHORED_METRICS))
+        assert res.path == path
+        assert res.metrics["energy"].value == pytest.approx(
+            dcor.energy_distance(reference_rows, current), rel=1e-5
+        )
+        if path == "exact":  # (the large-n MMD uses random features: tests/stats/test_kernels)
+            assert res.metrics["mmd"].value == pytest.approx(
+                mmd2_unbiased(reference_rows, current, bandwidth=ref.bandwidth), rel=1e-9
+            )
