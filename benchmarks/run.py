@@ -80,7 +80,7 @@ def detect(
     seeds_null: int,
     seeds_power: int,
     budget: float,
-    n_permutations: int,
+    n_permutations: int | None,
     real: scenarios.RealText | None,
     log,
 ) -> dict[str, Tally]:

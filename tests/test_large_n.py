@@ -3,10 +3,12 @@ with the exact path, effect-size gating, and memory bounded through array sizes.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from embdrift import Reference
+from embdrift import DriftResult, Reference
 from embdrift.stats.twosample import FeatureMMD, KernelMMD, random_fourier_features
 from embdrift.synthetic import World, make_scenario
 
@@ -112,27 +114,34 @@ def test_large_n_memory_is_linear_in_rows(monkeypatch: pytest.MonkeyPatch) -> No
     assert peaks[6000] < 2.2 * peaks[3000], peaks
 
 
-def test_a_tiny_window_missing_from_the_energy_subsample_gives_no_evidence() -> None:
-    """On the large-n path a window of 2 rows against 3,000 reference rows mostly has no row in
-    the 50-row energy subsample: energy is then undefined (NaN value and effect size), scores
-    no evidence (p-value 1), and the verdict stays a valid p-value from the other metrics.
-    Over null windows the energy p-value stays super-uniform."""
+def test_energy_is_left_out_when_its_subsample_would_hold_too_few_current_rows(
+    tmp_path,
+) -> None:
+    """On the large-n path a window of 8 rows against 1,500 held-out rows and 500 anchors would
+    have about 0.2 rows in a 50-row energy subsample: energy is left out (NaN value and effect size,
+    p-value 1, so it never drifts), decided from the sizes alone, and the verdict stays a valid
+    p-value from the other metrics. A stored null holds the same (scores of -inf, no evidence),
+    and the reference saves and loads with it; the result's JSON stays strict (null, not
+    NaN). With a window large enough for the subsample, energy is computed."""
     ref_rows, _ = _draw(0, 3000, world=SMALL_WORLD)
-    ref = Reference.fit(ref_rows, seed=0, exact_rows=200, energy_rows=50)
-    missing = 0
-    rejections = 0
-    runs = 200
-    for seed in range(runs):
-        cur = SMALL_WORLD.sample(2, weights=WEIGHTS, seed=seed + 1)[0]
-        res = ref.compare(cur, seed=seed, metrics=["energy", "mmd"], n_permutations=39)
+    ref = Reference.fit(ref_rows, seed=0, exact_rows=200, energy_rows=50, window_sizes=(8,))
+    ref = Reference.load(ref.save(tmp_path / "ref.npz"))
+    cur = SMALL_WORLD.sample(8, weights=WEIGHTS, seed=1)[0]
+    for options in ({"n_permutations": 39}, {"calibration": "stored"}):
+        res = ref.compare(cur, seed=1, **options)
         energy = res.metrics["energy"]
-        assert res.path == "large_n"
-        assert 0.0 < res.p_value <= 1.0
+        assert res.path == "large_n" and 0.0 < res.p_value <= 1.0
+        assert np.isnan(energy.value) and np.isnan(energy.effect_size)
+        assert energy.p_value == 1.0 and not energy.drifted
         assert np.isfinite(res.metrics["mmd"].value)
-        if np.isnan(energy.value):
-            missing += 1
-            assert energy.p_value == 1.0 and np.isnan(energy.effect_size)
-            assert not energy.drifted
-        rejections += energy.p_value <= 0.05
-    assert missing > runs // 2  # the case under test happened
-    assert rejections / runs <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / runs)
+        text = res.to_json()
+        parsed = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+        assert parsed["metrics"]["energy"]["value"] is None
+        assert np.isnan(DriftResult.from_json(text).metrics["energy"].value)
+    big = SMALL_WORLD.sample(600, weights=WEIGHTS, seed=2)[0]  # 50 * 600 / 2,600 = 11.5 rows
+    assert np.isfinite(ref.compare(big, seed=1, n_permutations=39).metrics["energy"].value)
+    # A stored null that left energy out (windows of 200: 50 * 200 / 1,500 < 10 rows) leaves
+    # it out of a live window it serves even where the live window could compute it (400).
+    ref = Reference.fit(ref_rows, seed=0, exact_rows=200, energy_rows=50, window_sizes=(200,))
+    res = ref.compare(big[:400], calibration="stored")
+    assert np.isfinite(res.metrics["energy"].value) and res.metrics["energy"].p_value == 1.0

@@ -169,6 +169,11 @@ class _Rows:
 #: and the check alarms above alpha; the group permutation has no such limit.
 _MIN_NULL_GROUPS = 100
 
+#: The large-n energy needs this many rows of each side in its subsample on average (else it
+#: is left out of the check: NaN, p-value 1); a side can still come out empty by chance, which
+#: makes that assignment's energy undefined (NaN), scored as no evidence.
+_MIN_ENERGY_SIDE_ROWS = 10
+
 #: Rows per chunk when the large-n path computes random features or centred rows of the
 #: current window (bounds the temporaries to chunk x (2J + d) float32, ~24 MB by default).
 _CHUNK_ROWS = 4096
@@ -535,8 +540,8 @@ class Reference:
         fit), O(N²) memory with N at most 2 * ``exact_rows``, float64. Large-n path: ``mmd``
         from random Fourier features (the (B, N) x (N, D) product of all permutations, in
         float32 and in chunks of rows; the anchors add their feature sum), ``energy`` on a
-        label-independent subsample of ``energy_rows`` pooled rows and anchors (a tiny
-        current window may have no row in it: ``energy`` is then NaN with p-value 1), and the
+        label-independent subsample of ``energy_rows`` pooled rows and anchors (left out, NaN
+        with p-value 1, when fewer than 10 current rows would land in it on average), and the
         sort-based 1-D, histogram, moment and novelty statistics on all rows; memory
         O(B N + n_ref D): the reference side's features and per-row quantities are computed
         once at fit (and at load), the current window's are computed chunk by chunk and summed
@@ -622,6 +627,9 @@ class Reference:
                 n_bins=self.params.n_bins,
                 smoothing=self.params.smoothing,
             )
+            # A metric the stored null left out (every replicate -inf: the energy subsample of
+            # its window size was too small) is left out of this check as well.
+            scores[:, np.isneginf(null).all(axis=0)] = -np.inf
             scores = np.vstack([scores, null])
         outcome = combine_min_p(scores, alpha=alpha)
         combined_p = combine_min_p(
@@ -810,11 +818,19 @@ class Reference:
             # A seeded, label-independent subsample of the pooled rows keeps the test exact.
             n_pooled = n_anchors + masks.shape[1]
             size = min(self.params.energy_rows, n_pooled)
-            chosen = np.sort(rng.choice(n_pooled, size, replace=False))
-            subsample = _take_rows((anchors, self._sample, current), chosen)
-            stat = EnergyStatistic(subsample)
-            values["energy"], e_between = stat.parts(_anchored_columns(masks, n_anchors, chosen))
-            between = float(e_between[0])
+            if size * min(n[0] + n_anchors, m[0]) < _MIN_ENERGY_SIDE_ROWS * n_pooled:
+                # Too few rows of the smaller side would land in the subsample on average:
+                # energy is left out (NaN everywhere scores no evidence: p-value 1), decided
+                # from the sizes alone, so the test stays exact.
+                values["energy"] = np.full(masks.shape[0], np.nan)
+            else:
+                chosen = np.sort(rng.choice(n_pooled, size, replace=False))
+                subsample = _take_rows((anchors, self._sample, current), chosen)
+                stat = EnergyStatistic(subsample)
+                values["energy"], e_between = stat.parts(
+                    _anchored_columns(masks, n_anchors, chosen)
+                )
+                between = float(e_between[0])
         if "mmd" in wanted and not exact:
             s_f, t_f = column_sums(masks, self._feature_chunks(current))
             a_f = self._anchor_feature_sum * anchored
@@ -1233,7 +1249,12 @@ def _check_metadata(meta: dict[str, Any], source: Path) -> ReferenceParams:
 def _check_arrays(arrays: Mapping[str, np.ndarray], params: ReferenceParams, source: Path) -> None:
     """Finite float arrays with the shapes of one reference of one dimension ``d``."""
     for key, arr in arrays.items():
-        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        if arr.dtype.kind != "f":
+            continue
+        # A stored null's scores may be -inf: a replicate whose energy subsample left a side
+        # empty scores no evidence (_test_statistic); nothing else may be infinite.
+        allowed = np.isfinite(arr) | (np.isneginf(arr) if key.startswith("null_") else False)
+        if not np.all(allowed):
             raise ReferenceFormatError(f"{str(source)!r}: array {key!r} holds NaN or inf.")
     mean = arrays["pca_mean"]
     d = mean.shape[0] if mean.ndim == 1 else 0

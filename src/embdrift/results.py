@@ -22,6 +22,10 @@ def _finite_or_none(value: float | None) -> float | None:
     return float(value)
 
 
+def _float_or_nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
 @dataclass(frozen=True, slots=True)
 class MetricResult:
     """One metric's verdict.
@@ -50,20 +54,20 @@ class MetricResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "value": float(self.value),
+            "value": _finite_or_none(self.value),
             "p_value": _finite_or_none(self.p_value),
             "threshold": _finite_or_none(self.threshold),
-            "effect_size": float(self.effect_size),
+            "effect_size": _finite_or_none(self.effect_size),
             "drifted": bool(self.drifted),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MetricResult:
         return cls(
-            value=float(data["value"]),
+            value=_float_or_nan(data["value"]),
             p_value=None if data.get("p_value") is None else float(data["p_value"]),
             threshold=None if data.get("threshold") is None else float(data["threshold"]),
-            effect_size=float(data["effect_size"]),
+            effect_size=_float_or_nan(data["effect_size"]),
             drifted=bool(data["drifted"]),
         )
 

@@ -15,6 +15,7 @@ from embdrift import Reference
 from embdrift.projection import FrozenPCA
 from embdrift.stats.permutation import permutation_masks
 from embdrift.stats.twosample import (
+    EnergyStatistic,
     FeatureMMD,
     Wasserstein1D,
     column_sums,
@@ -118,3 +119,21 @@ def test_large_n_statistics_equal_the_exact_path_on_the_same_assignments() -> No
     np.testing.assert_allclose(
         large["mmd"], FeatureMMD(features).values(with_anchors), rtol=1e-4, atol=1e-7
     )
+
+
+def test_energy_of_an_assignment_with_an_empty_side_is_undefined() -> None:
+    """An assignment with every row on one side has no energy distance: NaN (no warning), and
+    the other assignments' values equal scipy's 1-D energy distance squared."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(12, 1))
+    masks = np.zeros((3, 12), dtype=np.float32)
+    masks[0, :5] = 1.0
+    masks[1, :] = 1.0  # no current row
+    masks[2, 7:] = 1.0
+    with np.errstate(all="raise"):
+        values, between = EnergyStatistic(x).parts(masks)
+    assert np.isnan(values[1]) and np.isnan(between[1])
+    for row in (0, 2):
+        on = masks[row] == 1
+        expected = scipy.stats.energy_distance(x[on, 0], x[~on, 0]) ** 2
+        assert values[row] == pytest.approx(expected, rel=1e-9)

@@ -595,18 +595,19 @@ def _add_routes(app: FastAPI, config: ServeConfig, registry: StreamRegistry) -> 
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"], summary="Readiness (state recovered, state writable)")
+    @app.get("/readyz", tags=["ops"], summary="Readiness (state recovered, logs writable)")
     def readyz() -> JSONResponse:
         if not registry.ready:
             return _error(503, "not_ready", "The service is still recovering its streams.")
-        refusing = registry.refusing_writes
-        if refusing:
+        broken = registry.broken_logs
+        if broken:
             return _error(
                 503,
                 "storage",
-                f"The disk refused the last log write of stream(s) {refusing}; their writes get"
-                " HTTP 507 until a write succeeds. Free space on the state directory's disk or"
-                " fix its permissions; reads still work.",
+                f"The log of stream(s) {broken} refuses every write (a failed write could not"
+                " be cut back); they answer HTTP 507 until a restart, whose recovery drops the"
+                " torn record. Fix the disk that holds --state-dir, then restart; reads still"
+                " work.",
             )
         return JSONResponse({"status": "ready", "streams": registry.names()})
 

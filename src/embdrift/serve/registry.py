@@ -183,7 +183,6 @@ class _Stream:
         self.point_ids: tuple[str, ...] = ()
         self.point_labels: tuple[str, ...] = ()
         self.since_checkpoint = 0
-        self.log_refused = False  # the disk refused this stream's last log write
         self.pending: tuple[int, np.ndarray, np.ndarray] | None = None  # window to explain
         ref_rows = reference.sample[:_REFERENCE_POINTS]
         self.reference_points = _project(reference, ref_rows)
@@ -573,7 +572,7 @@ class StreamRegistry:
             self._check_timestamps(stream, batch.timestamps)
             seq = 0
             if stream.wal is not None:
-                seq = self._log(stream, _RECEIVED.pack(received) + batch.to_record())
+                seq = self._log(stream.wal, _RECEIVED.pack(received) + batch.to_record())
             closed = self._apply(stream, batch, received)
             self._maybe_checkpoint(stream)
             stream.publish()
@@ -592,7 +591,7 @@ class StreamRegistry:
         with self._locked(stream):
             self._check_outcome_names(stream, events.outcomes)
             if stream.wal is not None:
-                self._log(stream, _RECEIVED.pack(received) + events.to_record())
+                self._log(stream.wal, _RECEIVED.pack(received) + events.to_record())
             self._apply_outcomes(stream, events, received)
             self._maybe_checkpoint(stream)
             stream.publish()
@@ -628,23 +627,19 @@ class StreamRegistry:
             return dict(self._storage_failures)
 
     @property
-    def refusing_writes(self) -> list[str]:
-        """Streams whose last log write the disk refused (their writes get HTTP 507 until
-        one succeeds); ``/readyz`` reports them."""
-        return sorted(name for name, stream in self._streams.items() if stream.log_refused)
+    def broken_logs(self) -> list[str]:
+        """Streams whose log refuses every write until a restart (a failed write that could
+        not be cut back, ``WriteAheadLog.broken``); ``/readyz`` reports them."""
+        streams = list(self._streams.items())  # a copy: streams may be added meanwhile
+        return sorted(name for name, s in streams if s.wal is not None and s.wal.broken)
 
-    def _log(self, stream: _Stream, payload: bytes) -> int:
-        """Append a record to the stream's log; a failed write is counted, marks the stream as
-        refusing writes, and is re-raised (nothing applied)."""
-        assert stream.wal is not None
+    def _log(self, wal: WriteAheadLog, payload: bytes) -> int:
+        """Append a record; a failed write is counted and re-raised (nothing applied)."""
         try:
-            seq = stream.wal.append(payload)
+            return wal.append(payload)
         except StorageError:
             self._count_storage_failure("log")
-            stream.log_refused = True
             raise
-        stream.log_refused = False
-        return seq
 
     def _maybe_checkpoint(self, stream: _Stream) -> None:
         if stream.wal is None:
