@@ -343,12 +343,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    commit = _commit()  # the code this process loaded, not what is checked out at the end
+
     def meta(started: float, load: float) -> dict[str, object]:
         return {
             "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "minutes": round((time.perf_counter() - started) / 60, 1),
-            "commit": _commit(),
+            "commit": commit,
             "load": [round(load, 1), round(os.getloadavg()[0], 1)],
             "machine": _machine(),
             "blas": _blas(),
