@@ -140,9 +140,16 @@ CALIBRATION_MODES = ("permutation", "group_permutation", "stored")
 
 
 def sizes(
-    dataset: str, n: int, mode: str, *, runs: int, log: Callable[[str], None]
+    dataset: str,
+    n: int,
+    mode: str,
+    *,
+    runs: int,
+    log: Callable[[str], None],
+    first_seed: int = 50_000,
 ) -> dict[str, object]:
-    """Unconditional false-alarm rate of the combined decision: a fresh pair per run.
+    """Unconditional false-alarm rate of the combined decision: a fresh pair per run (seeds
+    ``first_seed`` on, the same pairs and fit splits for every ``mode``).
 
     With ``mode`` "group_permutation" (real text only) the reference is fitted with the rows'
     source-stem groups and the current window's groups are passed to ``compare``; "stored"
@@ -153,7 +160,7 @@ def sizes(
     per_metric: dict[str, int] = {}
     start = time.perf_counter()
     for run in range(runs):
-        seed = 50_000 + run
+        seed = first_seed + run
         gx = gy = None
         if real is None:
             x = scenarios.synthetic_window(n, seed)
@@ -319,6 +326,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--windows", type=int, default=100, help="null windows per reference")
     p.add_argument("--size-runs", type=int, default=200, help="fresh pairs per larger size")
     p.add_argument(
+        "--first-seed",
+        type=int,
+        default=50_000,
+        help="sizes part: seed of the first pair (another value re-measures on other pairs)",
+    )
+    p.add_argument(
         "--calibrations",
         nargs="+",
         choices=CALIBRATION_MODES,
@@ -386,7 +399,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for mode in CALIBRATION_MODES
             if "real" in args.datasets and mode in args.calibrations
         ]
-        fresh = [sizes(ds, n, mode, runs=args.size_runs, log=log) for ds, n, mode in jobs]
+        fresh = [
+            sizes(ds, n, mode, runs=args.size_runs, log=log, first_seed=args.first_seed)
+            for ds, n, mode in jobs
+        ]
         run_meta = meta(started, load)
         file = state / "calibration-sizes.json"
         kept = _saved_size_rows(file) if file.exists() else []
