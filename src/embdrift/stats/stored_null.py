@@ -15,7 +15,11 @@ J. Stat. Plan. Inference 143(8), Sec. 6, for the energy distance): squared dista
 divergences (MMD², energy, KL, JS) scale linearly, distances (Wasserstein, mean shift,
 |log spread ratio|, novelty, residual mean shift) as the square root, so replicate b is
 multiplied by ``c_b = (1/n + 1/m) / (1/n_b + 1/m_b)`` or ``sqrt(c_b)``. The energy distance of
-the large-n path runs on ``energy_rows`` pooled rows, so its sizes are the subsample's; the PC1
+the large-n path runs on ``energy_rows`` pooled rows, so its sizes are the subsample's (where
+too few rows of a side would land in that subsample, energy is left out: every replicate
+scores −inf, and ``Reference.compare`` then leaves it out of the live check as well; a
+replicate whose side came out empty by chance scores −inf too, and a live window of another
+size inherits that share, negligible with the 10 expected rows required); the PC1
 histograms are smoothed, p = (c + s) / (n + K s) over K bins, whose variance
 n p (1 − p) / (n + K s)² makes the effective size n_eff = (n + K s)² / n. The
 rescaling is exact in the large-sample limit for statistics whose null is a scaled weighted
