@@ -541,7 +541,7 @@ class Reference:
         from random Fourier features (the (B, N) x (N, D) product of all permutations, in
         float32 and in chunks of rows; the anchors add their feature sum), ``energy`` on a
         label-independent subsample of ``energy_rows`` pooled rows and anchors (left out, NaN
-        with p-value 1, when fewer than 10 current rows would land in it on average), and the
+        with p-value 1, when fewer than 10 rows of a side would land in it on average), and the
         sort-based 1-D, histogram, moment and novelty statistics on all rows; memory
         O(B N + n_ref D): the reference side's features and per-row quantities are computed
         once at fit (and at load), the current window's are computed chunk by chunk and summed
