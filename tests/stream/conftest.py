@@ -28,7 +28,12 @@ def basis32(ref32: Reference) -> StreamBasis:
 
 
 @pytest.fixture(scope="session")
-def other_basis(world32: World) -> StreamBasis:
+def other_ref(world32: World) -> Reference:
     weights = np.array([1.0, 1.0, 1.0, 1.0, 0.0])
     x, _ = world32.sample(600, weights=weights, seed=99)
-    return StreamBasis(Reference.fit(x, seed=0, n_components=6), n_frequencies=128, n_projections=8)
+    return Reference.fit(x, seed=0, n_components=6)
+
+
+@pytest.fixture(scope="session")
+def other_basis(other_ref: Reference) -> StreamBasis:
+    return StreamBasis(other_ref, n_frequencies=128, n_projections=8)

@@ -7,6 +7,7 @@ import datetime as dt
 import numpy as np
 import pytest
 
+from embdrift import Reference
 from embdrift.errors import (
     DimensionMismatchError,
     IncompatibleSketchError,
@@ -103,7 +104,7 @@ def test_expected_windows_to_false_alert_matches_the_markov_chain(ref32, alpha, 
     assert mon.expected_windows_to_false_alert == pytest.approx(steps, rel=1e-9)
 
 
-def test_state_bytes_restore_continues_identically(world32, ref32, other_basis):
+def test_state_bytes_restore_continues_identically(world32, ref32, other_ref):
     x = _rows(world32, 700, 7)
     whole = _monitor(ref32, window=200, step=100).update(x)
     first = _monitor(ref32, window=200, step=100).update(x[:350])
@@ -119,9 +120,9 @@ def test_state_bytes_restore_continues_identically(world32, ref32, other_basis):
             )
     assert restored.count == 700
     with pytest.raises(IncompatibleSketchError) as info:
-        StreamMonitor.from_state(other_basis.reference, state)
+        StreamMonitor.from_state(other_ref, state)
     assert ref32.reference_id in str(info.value)
-    assert other_basis.reference_id in str(info.value)
+    assert other_ref.reference_id in str(info.value)
     with pytest.raises(SketchFormatError):
         StreamMonitor.from_state(ref32, state[:100])
 
@@ -240,3 +241,58 @@ def test_monitors_of_one_reference_share_one_null(world32, ref32, monkeypatch):
     del first, second
     gc.collect()
     assert key not in monitor_module._SHARED_NULLS
+
+
+def test_shared_null_keeps_no_reference_alive(world32, ref32, tmp_path):
+    """A monitor built on another Reference object of the same id joins the shared null, and
+    the first object goes once its own monitor is gone (the null keeps derived arrays only)."""
+    import gc
+    import weakref
+
+    ref32.save(tmp_path / "ref")
+    first_ref = Reference.load(tmp_path / "ref")
+    second_ref = Reference.load(tmp_path / "ref")
+    first, second = (
+        _monitor(first_ref, window=200, seed=6),
+        _monitor(second_ref, window=200, seed=6),
+    )
+    assert first.null is second.null
+    gone = weakref.ref(first_ref)
+    del first, first_ref
+    gc.collect()
+    assert gone() is None
+    windows = second.update(_rows(world32, 400, 22)).check()
+    assert len(windows) == 2 and all(np.isfinite(w.result.p_value) for w in windows)
+
+
+def test_null_sizes_simulate_independently(ref32, basis32, monkeypatch):
+    """One stream simulating the null of a new window size does not hold up another stream
+    that needs a different size (one lock per size)."""
+    import threading
+
+    from embdrift.stream.calibration import SketchNull
+
+    null = SketchNull(basis32, ref32.sample, n_calibration=19)
+    small, large = 40, 200
+    assert null.split_size(small) != null.split_size(large)
+    started, other_done = threading.Event(), threading.Event()
+    waited: list[bool] = []
+    real_simulate = SketchNull._simulate
+
+    def simulate(self, m_b):
+        if m_b == self.split_size(large):
+            started.set()
+            waited.append(other_done.wait(timeout=10))
+        out = real_simulate(self, m_b)
+        if m_b == self.split_size(small):
+            other_done.set()
+        return out
+
+    monkeypatch.setattr(SketchNull, "_simulate", simulate)
+    slow = threading.Thread(target=null.raw_null, args=(large,))
+    slow.start()
+    assert started.wait(timeout=10)
+    null.raw_null(small)  # with one lock for all sizes this waits for the slow one
+    slow.join()
+    assert waited == [True]
+    assert null.raw_null(large)[1] == null.split_size(large)

@@ -97,7 +97,13 @@ class StreamBasis:
                 f"The 'reference' parameter must be an embdrift Reference; got"
                 f" {type(reference).__name__}. Build one with Reference.fit(...)."
             )
-        self.reference = reference
+        # The basis keeps what it computes with, not the Reference: a basis shared by the
+        # monitors of several Reference objects of one id (StreamMonitor) keeps none alive.
+        self.reference_id = reference.reference_id
+        self.pc1_edges = reference.pc1_edges
+        self.smoothing = reference.params.smoothing
+        self._residual_scale = float(reference.residual_scale)
+        self._outer_scale = float(reference.outer_scale)
         self.n_frequencies = check_int(n_frequencies, name="n_frequencies", low=1)
         self.n_projections = check_int(n_projections, name="n_projections", low=1)
         self.seed = check_int(seed, name="seed", low=0)
@@ -162,14 +168,6 @@ class StreamBasis:
         """How many of the projections are reference principal components (the first ones)."""
         return self._n_pcs
 
-    @property
-    def reference_id(self) -> str:
-        return self.reference.reference_id
-
-    @property
-    def pc1_edges(self) -> np.ndarray:
-        return self.reference.pc1_edges
-
     def __repr__(self) -> str:
         return (
             f"StreamBasis(reference_id={self.reference_id!r}, n_frequencies={self.n_frequencies},"
@@ -190,7 +188,7 @@ class StreamBasis:
         projections = prod[:, n_freq : n_freq + n_proj]
         pcs = prod[:, n_freq + n_proj :]
         sq = np.einsum("ij,ij->i", centred, centred) - np.einsum("ij,ij->i", pcs, pcs)
-        residuals = np.sqrt(np.maximum(sq, 0.0)) / np.float32(self.reference.residual_scale)
+        residuals = np.sqrt(np.maximum(sq, 0.0)) / np.float32(self._residual_scale)
         return BatchFeatures(angles=angles, projections=projections, residuals=residuals)
 
     def exact_features(self, x: np.ndarray) -> BatchFeatures:
@@ -200,7 +198,7 @@ class StreamBasis:
         projections = (centred @ self._directions.T) / self._scales
         pcs = centred @ self._components.T
         sq = np.einsum("ij,ij->i", centred, centred) - np.einsum("ij,ij->i", pcs, pcs)
-        residuals = np.sqrt(np.maximum(sq, 0.0)) / self.reference.residual_scale
+        residuals = np.sqrt(np.maximum(sq, 0.0)) / self._residual_scale
         return BatchFeatures(angles=angles, projections=projections, residuals=residuals)
 
     def residual_mean(self, centred_sum: np.ndarray, count: int) -> np.ndarray:
@@ -212,7 +210,7 @@ class StreamBasis:
         """
         mean = np.asarray(centred_sum, dtype=np.float64) / max(count, 1)
         inside = self._components.T @ (self._components @ mean)
-        return (mean - inside) / self.reference.outer_scale
+        return (mean - inside) / self._outer_scale
 
     def check_same(self, other_id: str, *, what: str) -> None:
         """Raise :class:`IncompatibleSketchError` unless ``other_id`` is this basis."""

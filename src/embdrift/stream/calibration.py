@@ -50,7 +50,10 @@ class SketchNull:
     Parameters
     ----------
     basis : StreamBasis
-        Frozen basis; its reference's held-out rows are split for the null.
+        Frozen basis of the reference.
+    held_out : (n, d) array
+        The reference's held-out test rows (:attr:`Reference.sample`), split for the null;
+        only their features are kept.
     n_calibration : int
         Replicates per window size (default 500); p-values are multiples of
         1 / (n_calibration + 1).
@@ -64,6 +67,7 @@ class SketchNull:
     def __init__(
         self,
         basis: StreamBasis,
+        held_out: np.ndarray,
         *,
         n_calibration: int = 500,
         quantile_k: int = 200,
@@ -73,7 +77,7 @@ class SketchNull:
         self.n_calibration = check_int(n_calibration, name="n_calibration", low=19)
         self.quantile_k = check_int(quantile_k, name="quantile_k", low=8, high=65535)
         self.seed = check_int(seed, name="seed", low=0)
-        sample = basis.reference.sample
+        sample = np.asarray(held_out)
         if sample.shape[0] < 40:
             raise InsufficientDataError(
                 f"Streaming calibration splits the reference's held-out rows and needs at"
@@ -94,9 +98,11 @@ class SketchNull:
         self._outer = basis.residual_mean(centred.T, 1).T
         self.reference_side = ReferenceSide.from_features(feats, self._outer.mean(axis=0))
         self._cache: dict[int, tuple[int, int, np.ndarray]] = {}
-        # Monitors of several streams may share this null (StreamMonitor): one simulation
-        # per window size, the others wait for it.
-        self._lock = threading.Lock()
+        # Monitors of several streams may share this null (StreamMonitor): one simulation per
+        # window size, with a lock per size, so that a stream that needs another size (or a
+        # cached one) never waits for it.
+        self._size_locks: dict[int, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
 
     @property
     def n_reference(self) -> int:
@@ -120,7 +126,9 @@ class SketchNull:
         cached = self._cache.get(m_b)
         if cached is not None:  # read without the lock: entries are only ever added
             return cached
-        with self._lock:
+        with self._locks_guard:
+            lock = self._size_locks.setdefault(m_b, threading.Lock())
+        with lock:
             if m_b not in self._cache:
                 self._cache[m_b] = self._simulate(m_b)
             return self._cache[m_b]
@@ -137,7 +145,7 @@ class SketchNull:
         rng = np.random.default_rng([self.seed, m_b])
         n, big_b = self.n_reference, self.n_calibration
         edges = self.basis.pc1_edges
-        smoothing = self.basis.reference.params.smoothing
+        smoothing = self.basis.smoothing
         perms = np.argsort(rng.random((big_b, n)), axis=1)
         cur_rows, ref_rows = perms[:, :m_b], perms[:, m_b:]
         # Reference sides of every replicate at once: sums, moments, sorted columns.

@@ -54,7 +54,8 @@ _NS = 1_000_000_000
 #: service runs many streams on one reference). The basis and the null are deterministic
 #: functions of the reference, the settings and the seed, so sharing changes no result, and the
 #: null of a window size is simulated once instead of once per stream. Held weakly: an entry
-#: goes with the last monitor that uses it.
+#: goes with the last monitor that uses it; it keeps arrays derived from the reference, not
+#: the Reference object the first monitor was given.
 _SHARED_NULLS: weakref.WeakValueDictionary[tuple[Any, ...], SketchNull] = (
     weakref.WeakValueDictionary()
 )
@@ -79,7 +80,13 @@ def _shared_null(
             basis = StreamBasis(
                 reference, n_frequencies=n_frequencies, n_projections=n_projections, seed=seed
             )
-            null = SketchNull(basis, n_calibration=n_calibration, quantile_k=quantile_k, seed=seed)
+            null = SketchNull(
+                basis,
+                reference.sample,
+                n_calibration=n_calibration,
+                quantile_k=quantile_k,
+                seed=seed,
+            )
             _SHARED_NULLS[key] = null
     return null
 
