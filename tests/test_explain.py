@@ -14,6 +14,7 @@ from scipy.spatial.distance import cdist
 from embdrift.errors import DimensionMismatchError, InvalidParameterError
 from embdrift.explain import (
     Explanation,
+    _cluster_changes,
     _hotelling_p,
     _two_proportion_p,
     explain,
@@ -215,6 +216,36 @@ def test_reweighted_reference_cluster_is_flagged() -> None:
     top = max(ex.reference_clusters, key=lambda c: c.share_effect)
     assert top.reweighted and top.current_share > top.reference_share
     assert (labels[[int(e) for e in top.examples]] == 0).all()
+
+
+def test_reference_clusters_are_not_fitted_on_the_tested_rows() -> None:
+    # Fit on one part, test on the other (DESIGN.md): the cells of the share and shift tests
+    # must not depend on which tested rows are "reference". Then swapping the two tested
+    # samples swaps the counts and leaves every (symmetric) p-value unchanged; cells fitted
+    # on the reference test rows chase their chance clumps and raise false alarms.
+    world = World.make(dim=64, seed=12345)
+    rng = np.random.default_rng(21)
+    base = np.ones(world.centers.shape[0])
+    base[-1] = 0.0
+    base /= base.sum()
+    reference, _ = world.sample(800, weights=base, seed=rng)
+    ref = Reference.fit(reference, seed=0, n_calibration=19)
+    other, _ = world.sample(ref.sample.shape[0], weights=base, seed=rng)
+    ids = np.array([str(i) for i in range(other.shape[0])], dtype=object)
+
+    def changes(a: np.ndarray, b: np.ndarray) -> tuple:
+        return _cluster_changes(
+            a, b, ref, ids, k=8, alpha=0.05, n_examples=3, rng=np.random.default_rng(0)
+        )
+
+    forward, backward = changes(ref.sample, other), changes(other, ref.sample)
+    counts = sorted((c.n_reference, c.n_current) for c in forward)
+    assert counts == sorted((c.n_current, c.n_reference) for c in backward)
+    key = {(c.n_reference, c.n_current): c for c in backward}
+    for c in forward:
+        swapped = key[(c.n_current, c.n_reference)]
+        assert swapped.share_p_value == pytest.approx(c.share_p_value, rel=1e-9)
+        assert swapped.shift_p_value == pytest.approx(c.shift_p_value, rel=1e-6)
 
 
 # ---------------------------------------------------------------------- results and input
