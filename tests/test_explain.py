@@ -248,6 +248,32 @@ def test_reference_clusters_are_not_fitted_on_the_tested_rows() -> None:
         assert swapped.shift_p_value == pytest.approx(c.shift_p_value, rel=1e-6)
 
 
+def test_moved_or_reweighted_keeps_the_family_wise_level_over_both_tests() -> None:
+    # moved_clusters reports a cluster when its shift test OR its share test rejects, so the
+    # family behind it holds both tests of every cluster: Bonferroni must divide alpha by their
+    # number, not by the number of clusters (which lets about 2 alpha of no-drift windows
+    # report a moved or re-weighted cluster).
+    world = World.make(dim=16, seed=12345)
+    rng = np.random.default_rng(3)
+    base = np.ones(world.centers.shape[0])
+    base[-1] = 0.0
+    base /= base.sum()
+    reference, _ = world.sample(1000, weights=base, seed=rng)
+    ref = Reference.fit(reference, seed=0, n_calibration=19)
+    ids = np.array([str(i) for i in range(300)], dtype=object)
+    alpha = 0.05
+    for _ in range(30):
+        a, _ = world.sample(300, weights=base, seed=rng)
+        b, _ = world.sample(300, weights=base, seed=rng)
+        changes = _cluster_changes(a, b, ref, ids, k=8, alpha=alpha, n_examples=1, rng=rng)
+        p_share = [c.share_p_value for c in changes]
+        p_shift = [c.shift_p_value for c in changes if c.shift_p_value is not None]
+        level = alpha / (len(p_share) + len(p_shift))
+        for c in changes:
+            assert c.reweighted == (c.share_p_value <= level)
+            assert c.moved == (c.shift_p_value is not None and c.shift_p_value <= level)
+
+
 # ---------------------------------------------------------------------- results and input
 def test_explanation_round_trips_and_rides_on_drift_result() -> None:
     reference, current, _ = synthetic_windows(0, n_reference=400, n_current=200)

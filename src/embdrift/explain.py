@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -132,8 +132,9 @@ class ClusterChange:
     n_reference, n_current : int
         Members on each side.
     moved, reweighted : bool
-        ``shift_p_value`` / ``share_p_value`` at most ``alpha`` divided by the number of
-        clusters (Bonferroni over clusters).
+        ``shift_p_value`` / ``share_p_value`` at most ``alpha`` divided by the number of tests
+        (the share tests of all clusters plus their shift tests): Bonferroni over both, so
+        that ``Explanation.moved_clusters`` keeps the family-wise level ``alpha``.
     examples : tuple of str
         Current ids of members nearest the reference centre (empty when no current member).
     """
@@ -289,8 +290,8 @@ class Explanation:
 
     @property
     def moved_clusters(self) -> tuple[ClusterChange, ...]:
-        """Reference clusters whose centre moved or whose share changed (at the Bonferroni
-        level)."""
+        """Reference clusters whose centre moved or whose share changed (Bonferroni over the
+        share and shift tests of all clusters: family-wise level ``alpha``)."""
         return tuple(c for c in self.reference_clusters if c.moved or c.reweighted)
 
     def to_dict(self) -> dict[str, Any]:
@@ -378,7 +379,8 @@ def explain(
     n_reference_clusters : int
         k of the k-means clustering of the reference's fit rows (reduced for small samples).
     alpha : float in (0, 1)
-        Family-wise level of the moved / re-weighted decisions (Bonferroni over clusters).
+        Family-wise level of the moved / re-weighted decisions together (Bonferroni over the
+        share and shift tests of all clusters).
     n_examples : int
         Example ids per region and witness points per side.
     max_rows : int
@@ -761,7 +763,6 @@ def _cluster_changes(
     ref_scores = reference.projection.standardize(ref)
     cur_scores = reference.projection.standardize(cur)
     order = np.argsort(-np.bincount(ref_lab, minlength=k), kind="stable")
-    level = alpha / k
     out = []
     for rank, c in enumerate(order):
         r_in, c_in = ref_lab == c, cur_lab == c
@@ -796,12 +797,23 @@ def _cluster_changes(
                 current_centroid=tuple(float(v) for v in cur_centroid),
                 n_reference=n1,
                 n_current=n2,
-                moved=shift_p is not None and shift_p <= level,
-                reweighted=share_p <= level,
+                moved=False,
+                reweighted=False,
                 examples=examples,
             )
         )
-    return tuple(out)
+    # One family: a cluster is reported (moved_clusters) when either of its tests rejects, so
+    # Bonferroni divides alpha by all the tests, shares and shifts, not by the clusters alone.
+    n_tests = len(out) + sum(c.shift_p_value is not None for c in out)
+    level = alpha / n_tests
+    return tuple(
+        replace(
+            c,
+            moved=c.shift_p_value is not None and c.shift_p_value <= level,
+            reweighted=c.share_p_value <= level,
+        )
+        for c in out
+    )
 
 
 def _two_proportion_p(x1: int, n1: int, x2: int, n2: int) -> float:
