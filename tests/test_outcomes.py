@@ -3,6 +3,7 @@ bad input."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -12,6 +13,7 @@ from sklearn.neighbors import NearestNeighbors
 
 import embdrift.outcomes as outcomes_module
 from embdrift.errors import (
+    InsufficientDataError,
     InvalidParameterError,
     InvalidSeriesError,
     SeriesAlignmentError,
@@ -202,6 +204,27 @@ def test_region_rates_numeric_outcome_and_direction():
     assert rep.kind == "mean" and rep.bad_direction == "down"
     assert rep.regions[0].region == "b" and rep.regions[0].worse
     assert not rep.regions[1].worse
+
+
+def test_region_rates_numeric_outcomes_without_spread():
+    # Welch's t is undefined when neither side varies; the difference is then certain, and the
+    # exact permutation test of the region mean gives p = 1 / C(n + m, n) in the bad direction.
+    regions = np.array(["a"] * 3 + ["b"] * 2)
+    cur = np.array([1.0, 1.0, 1.0, 9.0, 9.0])
+    ref = np.full(4, 5.0)
+    rep = region_rates(regions, cur, ref, name="satisfaction", alpha=0.2)
+    by = {r.region: r for r in rep.regions}
+    # Independent reference: enumerate every split of the pooled values (one-sided, lower).
+    for key, n in (("a", 3), ("b", 2)):
+        pooled = np.r_[cur[regions == key], ref]
+        obs = pooled[:n].mean()
+        means = [pooled[list(c)].mean() for c in itertools.combinations(range(pooled.size), n)]
+        assert by[key].p_value == pytest.approx(np.mean(np.array(means) <= obs + 1e-12))
+    assert by["a"].worse and by["a"].difference == -4.0
+    assert by["b"].p_value == 1.0 and not by["b"].worse
+    # A numeric outcome with one reference item has no spread to compare against.
+    with pytest.raises(InsufficientDataError, match="reference_outcome"):
+        region_rates(regions, cur, np.array([5.0]), name="satisfaction")
 
 
 def test_default_directions_and_overrides():

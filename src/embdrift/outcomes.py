@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
+from scipy import special, stats
 
 from embdrift._validation import check_choice, check_int, check_probability, check_rng
 from embdrift.errors import (
@@ -1042,8 +1042,11 @@ def region_rates(
     -----
     0/1 outcomes get Wilson (1927) intervals, the Newcombe (1998) hybrid score interval for
     the difference, and a one-sided Fisher exact test in the bad direction; numeric outcomes
-    get Student-t intervals, Welch's interval and Welch's one-sided t-test. Regions are
-    Holm-adjusted. Items are assumed independent (no time dependence within a window).
+    get Student-t intervals, Welch's interval and Welch's one-sided t-test (when neither side
+    varies, Welch's t is undefined and the exact permutation test of the region mean gives
+    ``1 / C(n + m, n)`` in the bad direction, 1 otherwise; one item against a varying
+    reference gets 1). Regions are Holm-adjusted. Items are assumed independent (no time
+    dependence within a window).
 
     Examples
     --------
@@ -1078,6 +1081,11 @@ def region_rates(
         lo, hi = wilson_interval(k_ref, m, alpha=alpha)
         ref_low, ref_high = float(lo), float(hi)
     else:
+        if m < 2:
+            raise InsufficientDataError(
+                f"reference_outcome holds {m} item; a numeric outcome needs at least 2 reference"
+                " items to estimate its spread. Pass more reference items (or 0/1 outcomes)."
+            )
         ref_rate = float(ref.mean())
         ref_low, ref_high = mean_interval(ref, alpha=alpha)
     keys = np.unique(labels.astype(str))
@@ -1101,6 +1109,12 @@ def region_rates(
             if n >= 2 and (np.ptp(vals) > 0 or np.ptp(ref) > 0):
                 alt = "greater" if sign > 0 else "less"
                 p = float(stats.ttest_ind(vals, ref, equal_var=False, alternative=alt).pvalue)
+            elif np.ptp(vals) == 0 and np.ptp(ref) == 0 and sign * (rate - ref_rate) > 0:
+                # Neither side varies (Welch's t is undefined): the exact permutation test of
+                # the region mean; only the observed split is as extreme, p = 1 / C(n + m, n).
+                log_splits = special.gammaln(n + m + 1) - special.gammaln(n + 1)
+                log_splits -= special.gammaln(m + 1)
+                p = max(math.exp(-float(log_splits)), float(np.finfo(np.float64).tiny))
             else:
                 p = 1.0
         rows.append((str(key), n, rate, c_lo, c_hi, rate - ref_rate, d_lo, d_hi, p))
