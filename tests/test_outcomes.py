@@ -275,6 +275,16 @@ def test_bad_input_errors_name_the_problem():
         analyze(drift, [late], bucket="1h")
 
 
+def test_missing_datetime64_timestamps_are_refused():
+    # NaT casts to int64 as -2**63 ns, a finite time in 1677: the point was accepted, then
+    # dropped as outside the drift span (an outcome) or blew up the grid (the drift).
+    t = np.array(["2026-01-05T00:00", "NaT", "2026-01-05T01:00"], dtype="datetime64[m]")
+    with pytest.raises(InvalidSeriesError, match="row 1.*missing"):
+        Series.from_arrays("success_rate", t, [0.8, 0.7, 0.9])
+    with pytest.raises(InvalidSeriesError, match="row 0.*missing"):
+        Series.from_arrays("success_rate", t[[1, 0, 2]], [0.8, 0.7, 0.9])
+
+
 def test_not_enough_data_is_reported_not_raised():
     drift, outs = _sim_one()
     # Constant drift: no spikes.

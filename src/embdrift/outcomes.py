@@ -150,6 +150,12 @@ def to_unix_seconds(time: Any, *, name: str = "time") -> np.ndarray:
     if arr.ndim != 1:
         raise InvalidSeriesError(f"{name} time must be 1-D; got shape {arr.shape}.")
     if arr.dtype.kind == "M":
+        missing = np.flatnonzero(np.isnat(arr))
+        if missing.size:
+            raise InvalidSeriesError(
+                f"{name} time at row {int(missing[0])} is missing (NaT; {missing.size} row(s) in"
+                " all). Drop the points without a timestamp."
+            )
         return arr.astype("datetime64[ns]").astype(np.int64) / 1e9
     if arr.dtype.kind in "iuf":
         return arr.astype(np.float64)
