@@ -196,6 +196,23 @@ def test_hotelling_in_one_dimension_is_the_pooled_t_test() -> None:
     assert _hotelling_p(a, b) == pytest.approx(expected, rel=1e-9)
 
 
+def test_hotelling_in_several_dimensions_is_the_regression_f_test() -> None:
+    # Independent reference for p > 1 (the 1-D case cannot see the F scaling or its degrees
+    # of freedom): the two-sample T² test is the overall F test of regressing the group
+    # indicator on the variables, F = (R² / p) / ((1 - R²) / (n - p - 1)).
+    rng = np.random.default_rng(6)
+    for p, (n1, n2) in ((2, (12, 9)), (4, (30, 25)), (7, (40, 18))):
+        a = rng.normal(size=(n1, p))
+        b = rng.normal(size=(n2, p)) + rng.normal(scale=0.3, size=p)
+        g = np.r_[np.zeros(n1), np.ones(n2)]
+        design = np.column_stack([np.ones(n1 + n2), np.vstack([a, b])])
+        coef, *_ = np.linalg.lstsq(design, g, rcond=None)
+        r2 = 1.0 - np.sum((g - design @ coef) ** 2) / np.sum((g - g.mean()) ** 2)
+        f = (r2 / p) / ((1.0 - r2) / (n1 + n2 - p - 1))
+        expected = sps.f.sf(f, p, n1 + n2 - p - 1)
+        assert _hotelling_p(a, b) == pytest.approx(expected, rel=1e-8)
+
+
 def test_two_proportion_z_is_the_uncorrected_chi_square() -> None:
     table = np.array([[30, 170], [55, 145]])
     expected = sps.chi2_contingency(table, correction=False).pvalue
