@@ -1,4 +1,5 @@
-"""site/analysis/generate_all.py: the post's figures, byte-identical on a rerun."""
+"""site/analysis/generate_all.py: the post's figures, byte-identical on a rerun and to the
+committed site/figures that the README shows."""
 
 from __future__ import annotations
 
@@ -35,3 +36,9 @@ def test_generate_all_is_deterministic(tmp_path: Path) -> None:
         "scores.json",
     }
     assert outputs[0] == outputs[1]
+    committed = REPO / "site" / "figures" / "embedding_drift"
+    stale = [name for name, data in outputs[0].items() if (committed / name).read_bytes() != data]
+    assert not stale, (
+        f"site/figures/embedding_drift/{stale} differ from what the library makes now:"
+        " run 'python site/analysis/generate_all.py' and commit the figures"
+    )
