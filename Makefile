@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.core: $(BIN)/python pyproject.toml constraints.txt
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e ".[serve]"
 	touch $@
 
 $(VENV)/.test: $(VENV)/.core

@@ -15,6 +15,7 @@ printed: on a shared machine the figures are upper bounds.
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -117,5 +118,14 @@ def run(quick: bool = False) -> dict[str, object]:
     return out
 
 
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="20 batches per body format instead of 100"
+    )
+    args = parser.parse_args(argv)
+    print(json.dumps(run(quick=args.quick), indent=1))
+
+
 if __name__ == "__main__":
-    print(json.dumps(run(quick="--quick" in sys.argv), indent=1))
+    main()

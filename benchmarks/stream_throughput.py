@@ -14,8 +14,8 @@ Run: ``python benchmarks/stream_throughput.py`` (``--quick`` for a short run).
 
 from __future__ import annotations
 
+import argparse
 import os
-import sys
 import time
 
 import numpy as np
@@ -102,5 +102,14 @@ def _print(rows: list[dict[str, object]]) -> None:
     Console(width=200).print(table)
 
 
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="50,000 rows per dimension instead of 200,000"
+    )
+    args = parser.parse_args(argv)
+    _print(run(quick=args.quick))
+
+
 if __name__ == "__main__":
-    _print(run(quick="--quick" in sys.argv))
+    main()

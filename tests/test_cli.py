@@ -267,3 +267,31 @@ def test_stored_null_from_reference_build_to_check(files: dict[str, Path], tmp_p
     )
     assert proc.returncode == 2
     assert "--window-size" in proc.stderr or "window_sizes" in proc.stderr
+
+
+def test_help_names_every_option_in_full_in_a_narrow_terminal():
+    """--help of every command, 60 columns wide, spells out each option and flag (a help
+    table that cuts 'checkpoint-every' to 'checkpoint-ev…' hides the option)."""
+    import click
+    import typer
+    from typer.testing import CliRunner
+
+    from embdrift.cli import app
+
+    def commands(group: click.Group, path: list[str]):
+        for name, cmd in group.commands.items():
+            yield [*path, name], cmd
+            if isinstance(cmd, click.Group):
+                yield from commands(cmd, [*path, name])
+
+    runner = CliRunner()
+    seen = 0
+    for path, cmd in commands(typer.main.get_command(app), []):
+        out = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "60"}, terminal_width=60)
+        assert out.exit_code == 0, out.output
+        for param in cmd.params:
+            for flag in (*param.opts, *param.secondary_opts):
+                if flag.startswith("-"):
+                    assert flag in out.output, f"'{' '.join(path)} --help' cuts {flag}"
+                    seen += 1
+    assert seen > 50

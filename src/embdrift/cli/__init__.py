@@ -18,15 +18,19 @@ from embdrift.cli import (
 
 __all__ = ["app", "main"]
 
+# Every Typer here uses click's plain help (rich_markup_mode=None): it wraps to any terminal
+# width, where rich's option table cuts long option names short below ~100 columns.
 app = typer.Typer(
     name="embdrift",
     help="Monitor embedding drift: see it, score it with calibrated tests, explain it.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",
+    rich_markup_mode=None,
 )
-reference_app = typer.Typer(help="Build frozen references.", no_args_is_help=True)
+reference_app = typer.Typer(
+    help="Build frozen references.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(reference_app, name="reference")
 
 app.command("demo")(_demo.demo)

@@ -27,7 +27,9 @@ DASHBOARD_FILES = (
 )
 
 app = typer.Typer(
-    help="Prometheus scrape config, alert rules and the Grafana dashboard.", no_args_is_help=True
+    help="Prometheus scrape config, alert rules and the Grafana dashboard.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 

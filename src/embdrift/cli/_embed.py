@@ -61,7 +61,10 @@ def embed_texts(texts: Sequence[str], *, batch_size: int = 64, model: Any = None
 @exits_on_error
 def embed(
     source: Annotated[
-        Path, typer.Argument(help='Texts: JSONL of {"id", "text"} or Parquet (id, text).')
+        Path,
+        typer.Argument(
+            metavar="SOURCE", help='Texts: JSONL of {"id", "text"} or Parquet (id, text).'
+        ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
     batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 64,

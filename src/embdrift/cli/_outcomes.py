@@ -45,6 +45,7 @@ __all__ = [
 app = typer.Typer(
     help="Pair drift with product outcomes: which metrics degrade when drift spikes.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 
@@ -302,7 +303,9 @@ def regions_table(report: RegionReport) -> Table:
 
 @exits_on_error
 def regions_command(
-    current: Annotated[Path, typer.Argument(help="Current items: CSV/Parquet/DuckDB table.")],
+    current: Annotated[
+        Path, typer.Argument(metavar="CURRENT", help="Current items: CSV/Parquet/DuckDB table.")
+    ],
     reference: Annotated[Path, typer.Option(help="Reference items with the same outcome.")],
     outcome: Annotated[str, typer.Option(help="Outcome column (0/1 or numbers).")],
     region_column: Annotated[str, typer.Option(help="Region label column of current items.")] = (

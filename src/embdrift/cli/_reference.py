@@ -16,7 +16,9 @@ __all__ = ["build"]
 
 @exits_on_error
 def build(
-    source: Annotated[Path, typer.Argument(help="Reference window: .npy, .npz or .parquet.")],
+    source: Annotated[
+        Path, typer.Argument(metavar="SOURCE", help="Reference window: .npy, .npz or .parquet.")
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the reference.")],
     seed: Annotated[int, typer.Option(help="Seed of the fit/test split.")] = 0,
     components: Annotated[int, typer.Option(help="Top-k PCA components.")] = 10,

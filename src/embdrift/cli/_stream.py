@@ -68,7 +68,10 @@ def _show(value: Any) -> str:
 @exits_on_error
 def stream(
     source: Annotated[
-        Path, typer.Argument(help="Embeddings to replay: .npz or .parquet (with timestamps).")
+        Path,
+        typer.Argument(
+            metavar="SOURCE", help="Embeddings to replay: .npz or .parquet (with timestamps)."
+        ),
     ],
     reference: Annotated[
         Path, typer.Option("--reference", "-r", help="Reference file from 'reference build'.")
