@@ -754,8 +754,8 @@ def _cluster_changes(
     seed = int(rng.integers(2**31 - 1))
     # The centres are learned on the reference's fit rows, never on the tested rows: cells fitted
     # to the test rows hold their own rows' chance clumps, and the share test then raises false
-    # alarms with no drift (real text, no drift: 8.6% of share p-values <= 0.05 when fitted on
-    # the test rows). Conditional on the centres, both tested sides are assigned alike.
+    # alarms with no drift (docs/explain.md). Conditional on the centres, both tested sides are
+    # assigned alike.
     km = KMeans(n_clusters=k, n_init=2, random_state=seed).fit(fit_rows)
     ref_lab = km.predict(ref)
     cur_lab = km.predict(cur)
