@@ -300,14 +300,17 @@ def test_not_enough_data_is_reported_not_raised():
     # A short series: fewer aligned buckets than min_buckets.
     spike_at = int(np.flatnonzero(drift.value > 0.05)[0])
     cut = slice(spike_at - 8, spike_at + 7)
-    short = analyze(
-        Series.from_arrays("drift", drift.time[cut], drift.value[cut]),
-        [Series.from_arrays("success_rate", outs[0].time[cut], outs[0].value[cut])],
-        bucket="1h",
-    )
+    short_drift = Series.from_arrays("drift", drift.time[cut], drift.value[cut])
+    short_outcome = Series.from_arrays("success_rate", outs[0].time[cut], outs[0].value[cut])
+    short = analyze(short_drift, [short_outcome], bucket="1h")
     e = short.effect("success_rate")
     assert e.status == "not enough data" and e.p_value is None and not e.degraded
     assert "15 bucket(s) with both drift and outcome; need 20" in e.message
+    # A lag search wider than min_buckets allows: the message names what is needed.
+    wide = analyze(short_drift, [short_outcome], bucket="1h", min_buckets=3, max_lag=15)
+    assert (
+        "15 bucket(s) with both drift and outcome; need 18" in wide.effect("success_rate").message
+    )
     # An outcome outside the drift span next to one inside: reported for that one only.
     late = Series.from_arrays("ctr", outs[0].time + 365 * 86400, outs[0].value)
     mixed = analyze(drift, [outs[0], late], bucket="1h")

@@ -734,8 +734,8 @@ def analyze(
             status, reason = "no spikes", "the drift series has no spike to compare against"
         elif n_base < 2:
             reason = "almost every drift bucket is a spike: no baseline"
-        elif paired < max(min_buckets, max_lag + 3):
-            reason = f"{paired} bucket(s) with both drift and outcome; need {min_buckets}"
+        elif paired < (needed := max(min_buckets, max_lag + 3)):
+            reason = f"{paired} bucket(s) with both drift and outcome; need {needed}"
         elif np.ptp(o_vals[name][valid]) == 0:
             status, reason = "constant", "the outcome is constant: nothing can change"
         if reason is not None:
