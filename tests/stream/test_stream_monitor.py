@@ -272,7 +272,7 @@ def test_null_sizes_simulate_independently(ref32, basis32, monkeypatch):
 
     from embdrift.stream.calibration import SketchNull
 
-    null = SketchNull(basis32, ref32.sample, n_calibration=19)
+    null = SketchNull(basis32, ref32, n_calibration=19)
     small, large = 40, 200
     assert null.split_size(small) != null.split_size(large)
     started, other_done = threading.Event(), threading.Event()
@@ -296,3 +296,14 @@ def test_null_sizes_simulate_independently(ref32, basis32, monkeypatch):
     slow.join()
     assert waited == [True]
     assert null.raw_null(large)[1] == null.split_size(large)
+
+
+def test_sketch_null_refuses_another_references_rows(ref32, other_ref, basis32):
+    """The null must split the held-out rows of the basis's own reference."""
+    from embdrift.stream.calibration import SketchNull
+
+    with pytest.raises(IncompatibleSketchError, match=other_ref.reference_id):
+        SketchNull(basis32, other_ref, n_calibration=19)
+    with pytest.raises(TypeError, match="Reference"):
+        SketchNull(basis32, ref32.sample, n_calibration=19)
+    assert not basis32.pc1_edges.flags.writeable

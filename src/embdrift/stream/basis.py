@@ -99,9 +99,10 @@ class StreamBasis:
             )
         # The basis keeps what it computes with, not the Reference: a basis shared by the
         # monitors of several Reference objects of one id (StreamMonitor) keeps none alive.
-        self.reference_id = reference.reference_id
-        self.pc1_edges = reference.pc1_edges
-        self.smoothing = reference.params.smoothing
+        self._reference_id = reference.reference_id
+        self._pc1_edges = np.array(reference.pc1_edges, dtype=np.float64)
+        self._pc1_edges.setflags(write=False)
+        self._smoothing = float(reference.params.smoothing)
         self._residual_scale = float(reference.residual_scale)
         self._outer_scale = float(reference.outer_scale)
         self.n_frequencies = check_int(n_frequencies, name="n_frequencies", low=1)
@@ -167,6 +168,20 @@ class StreamBasis:
     def n_pcs(self) -> int:
         """How many of the projections are reference principal components (the first ones)."""
         return self._n_pcs
+
+    @property
+    def reference_id(self) -> str:
+        return self._reference_id
+
+    @property
+    def pc1_edges(self) -> np.ndarray:
+        """The reference's PC1 histogram bin edges (read-only)."""
+        return self._pc1_edges
+
+    @property
+    def smoothing(self) -> float:
+        """The reference's additive histogram smoothing (KL / JS on PC1)."""
+        return self._smoothing
 
     def __repr__(self) -> str:
         return (

@@ -26,7 +26,8 @@ import threading
 import numpy as np
 
 from embdrift._validation import check_int
-from embdrift.errors import InsufficientDataError
+from embdrift.errors import IncompatibleSketchError, InsufficientDataError
+from embdrift.reference import Reference
 from embdrift.stream.basis import BatchFeatures, StreamBasis
 from embdrift.stream.sketches import ProjectionQuantiles
 from embdrift.stream.statistics import (
@@ -50,10 +51,10 @@ class SketchNull:
     Parameters
     ----------
     basis : StreamBasis
-        Frozen basis of the reference.
-    held_out : (n, d) array
-        The reference's held-out test rows (:attr:`Reference.sample`), split for the null;
-        only their features are kept.
+        Frozen basis of ``reference``.
+    reference : Reference
+        The reference of ``basis``: its held-out test rows (:attr:`Reference.sample`) are split
+        for the null. Only their features are kept, not the Reference.
     n_calibration : int
         Replicates per window size (default 500); p-values are multiples of
         1 / (n_calibration + 1).
@@ -67,17 +68,28 @@ class SketchNull:
     def __init__(
         self,
         basis: StreamBasis,
-        held_out: np.ndarray,
+        reference: Reference,
         *,
         n_calibration: int = 500,
         quantile_k: int = 200,
         seed: int = 0,
     ) -> None:
+        if not isinstance(reference, Reference):
+            raise TypeError(
+                f"The 'reference' parameter must be an embdrift Reference; got"
+                f" {type(reference).__name__}."
+            )
+        if reference.reference_id != basis.reference_id:
+            raise IncompatibleSketchError(
+                f"SketchNull needs the reference of its basis: the basis belongs to reference"
+                f" {basis.reference_id!r}, the reference given is {reference.reference_id!r}."
+                " Pass the Reference the StreamBasis was built from."
+            )
         self.basis = basis
         self.n_calibration = check_int(n_calibration, name="n_calibration", low=19)
         self.quantile_k = check_int(quantile_k, name="quantile_k", low=8, high=65535)
         self.seed = check_int(seed, name="seed", low=0)
-        sample = np.asarray(held_out)
+        sample = reference.sample
         if sample.shape[0] < 40:
             raise InsufficientDataError(
                 f"Streaming calibration splits the reference's held-out rows and needs at"

@@ -82,7 +82,7 @@ def _shared_null(
             )
             null = SketchNull(
                 basis,
-                reference.sample,
+                reference,
                 n_calibration=n_calibration,
                 quantile_k=quantile_k,
                 seed=seed,
