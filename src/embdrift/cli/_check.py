@@ -33,7 +33,7 @@ def check(
         typer.Argument(
             metavar="SOURCE",
             help="Current window: .npy, .npz or .parquet; with --engine dask also a quoted glob"
-            " (`'data/day=*/part-*.parquet'`).",
+            " ('data/day=*/part-*.parquet').",
         ),
     ],
     reference: Annotated[

@@ -86,9 +86,12 @@ def export(
 ) -> None:
     """Write prometheus.yml (scrape config for embdrift serve on 127.0.0.1:9108),
     rules/embdrift.rules.yml (alert and recording rules), rules/embdrift.rules.test.yml (their
-    promtool unit tests) and grafana/embdrift.json (the Grafana dashboard) into --out. Then:
-    `prometheus --config.file=OUT/prometheus.yml`; import the JSON in Grafana. See
-    docs/dashboards.md."""
+    promtool unit tests) and grafana/embdrift.json (the Grafana dashboard) into --out, then
+    import the JSON in Grafana. See docs/dashboards.md. Then run:
+
+    \b
+    prometheus --config.file=OUT/prometheus.yml
+    """
     for path in export_dashboards(out, force=force):
         err_console.print(f"wrote {path}")
 

@@ -189,9 +189,12 @@ def analyze_command(
 ) -> None:
     """Which outcomes degrade when drift spikes: ranking, effects with intervals, p-values, lags.
 
-    Example: `embdrift outcomes example --out demo-outcomes` then
-    `embdrift outcomes analyze --drift demo-outcomes/drift.csv --outcomes
-    demo-outcomes/outcomes.csv --bucket 1h --figure demo-outcomes/outcomes.svg`
+    Example:
+
+    \b
+    embdrift outcomes example --out demo-outcomes
+    embdrift outcomes analyze --drift demo-outcomes/drift.csv \\
+        --outcomes demo-outcomes/outcomes.csv --bucket 1h --figure demo-outcomes/outcomes.svg
     """
     directions = _pairs(direction or [], option="--direction")
     if prometheus is not None:
@@ -320,8 +323,11 @@ def regions_command(
 ) -> None:
     """Outcome rate per drifted region (e.g. a new cluster) vs the reference, with intervals.
 
-    Example: `embdrift outcomes regions demo-outcomes/items_current.csv --reference
-    demo-outcomes/items_reference.csv --outcome no_answer`
+    Example:
+
+    \b
+    embdrift outcomes regions demo-outcomes/items_current.csv \\
+        --reference demo-outcomes/items_reference.csv --outcome no_answer
     """
     cur = read_columns(current, [region_column, outcome], table=table)
     ref = read_columns(reference, [outcome], table=table)

@@ -116,7 +116,10 @@ def serve(
     restart (even after kill -9) resumes every stream from its last checkpoint plus the log.
     Binds 127.0.0.1 by default; any other address requires --token. See docs/serve.md.
 
-    Example: embdrift serve --reference search=ref.npz --window 1000 --store drift.duckdb
+    Example:
+
+    \b
+    embdrift serve --reference search=ref.npz --window 1000 --store drift.duckdb
     """
     try:
         import uvicorn
