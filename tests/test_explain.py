@@ -5,6 +5,7 @@ inside, and bad input."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -341,3 +342,24 @@ def test_bad_reference_and_dimension() -> None:
         explain(reference, current)  # type: ignore[arg-type]
     with pytest.raises(DimensionMismatchError, match="64 dimensions"):
         explain(Reference.fit(reference, seed=0), current[:, :10])
+
+
+def test_cluster_changes_with_fewer_distinct_fit_rows_than_clusters() -> None:
+    # Three distinct embeddings repeated: k-means on the fit rows leaves cells without any
+    # row; they are left out instead of failing on an empty cell.
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(3, 32))
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    x = np.repeat(base, 200, axis=0)[rng.permutation(600)].astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # k-means: fewer distinct points than clusters
+        ref = Reference.fit(x, seed=0, n_calibration=19)
+        cur = rng.normal(size=(300, 32)).astype(np.float32)
+        cur /= np.linalg.norm(cur, axis=1, keepdims=True)
+        ids = np.array([str(i) for i in range(300)], dtype=object)
+        found = _cluster_changes(
+            ref.sample, cur, ref, ids, k=8, alpha=0.05, n_examples=3, rng=np.random.default_rng(0)
+        )
+    assert 1 <= len(found) < 8
+    assert all(np.all(np.isfinite(c.reference_centroid)) for c in found)
+    assert sum(c.n_reference for c in found) == ref.sample.shape[0]

@@ -123,6 +123,8 @@ class ClusterChange:
     shift : float
         ‖mean_cur − mean_ref‖ of the members in full dimension, over the reference members'
         root-mean-square distance to their mean (0 = same centre, 1 = one typical radius).
+        A cell that holds none of the tested reference rows is described by its fit rows
+        (centre, radius and ``reference_centroid``).
     shift_p_value : float or None
         Hotelling's two-sample T² on the standardized frozen PCA scores (F distribution);
         None when a side has too few members.
@@ -769,9 +771,12 @@ def _cluster_changes(
         n1, n2 = int(r_in.sum()), int(c_in.sum())
         p1, p2 = n1 / n, n2 / m
         h = 2.0 * math.asin(math.sqrt(p2)) - 2.0 * math.asin(math.sqrt(p1))
-        share_p = _two_proportion_p(n1, n, n2, m)
-        # A cell may hold no tested reference row; its fit rows then describe it.
+        # A cell may hold no tested reference row; its fit rows then describe it. A cell with
+        # neither (k-means on fewer distinct fit rows than k) describes nothing: left out.
         members = ref[r_in] if n1 > 0 else fit_rows[fit_lab == c]
+        if members.shape[0] == 0:
+            continue
+        share_p = _two_proportion_p(n1, n, n2, m)
         r_centroid = reference.projection.standardize(members).mean(axis=0)
         r_mean = members.mean(axis=0, dtype=np.float64)
         radius = math.sqrt(max(float(np.mean(np.sum((members - r_mean) ** 2, axis=1))), _TINY))
