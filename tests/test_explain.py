@@ -236,18 +236,26 @@ def test_reweighted_reference_cluster_is_flagged() -> None:
     assert (labels[[int(e) for e in top.examples]] == 0).all()
 
 
+def _world_and_reference(
+    dim: int, n: int, seed: int
+) -> tuple[World, np.ndarray, np.random.Generator, Reference]:
+    """A synthetic world, its cluster weights without the last cluster, the Generator that drew
+    the reference rows (for more windows of the same mix) and a reference fitted on n rows."""
+    world = World.make(dim=dim, seed=12345)
+    rng = np.random.default_rng(seed)
+    base = np.ones(world.centers.shape[0])
+    base[-1] = 0.0
+    base /= base.sum()
+    reference, _ = world.sample(n, weights=base, seed=rng)
+    return world, base, rng, Reference.fit(reference, seed=0, n_calibration=19)
+
+
 def test_reference_clusters_are_not_fitted_on_the_tested_rows() -> None:
     # Fit on one part, test on the other (DESIGN.md): the cells of the share and shift tests
     # must not depend on which tested rows are "reference". Then swapping the two tested
     # samples swaps the counts and leaves every (symmetric) p-value unchanged; cells fitted
     # on the reference test rows chase their chance clumps and raise false alarms.
-    world = World.make(dim=64, seed=12345)
-    rng = np.random.default_rng(21)
-    base = np.ones(world.centers.shape[0])
-    base[-1] = 0.0
-    base /= base.sum()
-    reference, _ = world.sample(800, weights=base, seed=rng)
-    ref = Reference.fit(reference, seed=0, n_calibration=19)
+    world, base, rng, ref = _world_and_reference(64, 800, 21)
     other, _ = world.sample(ref.sample.shape[0], weights=base, seed=rng)
     ids = np.array([str(i) for i in range(other.shape[0])], dtype=object)
 
@@ -271,13 +279,7 @@ def test_moved_or_reweighted_keeps_the_family_wise_level_over_both_tests() -> No
     # family behind it holds both tests of every cluster: Bonferroni must divide alpha by their
     # number, not by the number of clusters (which lets about 2 alpha of no-drift windows
     # report a moved or re-weighted cluster).
-    world = World.make(dim=16, seed=12345)
-    rng = np.random.default_rng(3)
-    base = np.ones(world.centers.shape[0])
-    base[-1] = 0.0
-    base /= base.sum()
-    reference, _ = world.sample(1000, weights=base, seed=rng)
-    ref = Reference.fit(reference, seed=0, n_calibration=19)
+    world, base, rng, ref = _world_and_reference(16, 1000, 3)
     ids = np.array([str(i) for i in range(300)], dtype=object)
     alpha = 0.05
     for _ in range(30):
