@@ -95,6 +95,8 @@ def test_large_n_memory_is_linear_in_rows(monkeypatch: pytest.MonkeyPatch) -> No
     # Small chunks, so that the arrays that do grow with N dominate the peak at this size.
     monkeypatch.setattr(embdrift.reference, "_CHUNK_ROWS", 256)
     monkeypatch.setattr(embdrift.stats.twosample, "_W1_BUFFER_BYTES", 2**20)
+    # The bandwidth's pooled subsample is a fixed-size temporary too (1,000 rows: ~20 MB).
+    monkeypatch.setattr(embdrift.reference, "_BANDWIDTH_ROWS", 200)
     peaks = {}
     for n in (3000, 6000):
         ref_rows, cur = _draw(3, n)

@@ -79,10 +79,12 @@ class DriftResult:
     Attributes
     ----------
     drifted : bool
-        The combined decision at level ``alpha``: min-p over ``decision_metrics``, so the
-        family-wise false-alarm rate of the verdict stays at alpha.
+        The combined decision at level ``alpha`` over ``decision_metrics``, so the
+        family-wise false-alarm rate of the verdict stays at alpha: a min-p within the kernel
+        statistics and within the projection metrics, a weighted Bonferroni across the two
+        (``Reference.compare``); a min-p for the stream's sketches.
     p_value : float
-        The combined (min-p) p-value.
+        The combined p-value.
     alpha : float
         The level of every decision in this result.
     metrics : Mapping[str, MetricResult]
@@ -90,13 +92,17 @@ class DriftResult:
     n_reference, n_current : int
         Rows tested on each side (the reference's held-out test rows, the current window);
         ``mmd`` and ``energy`` in a permutation check also count the reference's anchors
-        (``embdrift.reference.ANCHORED_METRICS``).
+        (``embdrift.reference.KERNEL_METRICS``).
     reference_id : str
         The identifier of the frozen reference used.
     method : str
         How p-values were obtained (``"permutation"``).
     decision_metrics : tuple of str
         The metrics the combined decision is over.
+    bandwidth : float or None
+        The RBF bandwidth ``mmd`` used: in a permutation check the median heuristic on the
+        pooled rows, else the reference's fitted one; None when ``mmd`` was not computed by
+        ``Reference.compare``.
     path : str
         ``"exact"`` (kernel/distance matrices on all rows) or ``"large_n"`` (random
         features, subsampled energy; see ``Reference.compare``).
@@ -120,6 +126,7 @@ class DriftResult:
     path: str = "exact"
     decision_metrics: tuple[str, ...] = ()
     n_permutations: int = 0
+    bandwidth: float | None = None
     timings: Mapping[str, float] = field(default_factory=dict)
     explanation: Explanation | None = None
 
@@ -137,6 +144,7 @@ class DriftResult:
             "path": self.path,
             "decision_metrics": list(self.decision_metrics),
             "n_permutations": int(self.n_permutations),
+            "bandwidth": None if self.bandwidth is None else float(self.bandwidth),
             "timings": {k: float(v) for k, v in self.timings.items()},
         }
         if self.explanation is not None:
@@ -165,6 +173,7 @@ class DriftResult:
             path=str(data.get("path", "exact")),
             decision_metrics=tuple(data.get("decision_metrics", ())),
             n_permutations=int(data.get("n_permutations", 0)),
+            bandwidth=None if data.get("bandwidth") is None else float(data["bandwidth"]),
             timings=dict(data.get("timings", {})),
             explanation=explanation,
         )

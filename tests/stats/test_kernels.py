@@ -98,26 +98,28 @@ def test_truncated_projection_equals_a_direct_fit() -> None:
 def test_large_n_statistics_equal_the_exact_path_on_the_same_assignments() -> None:
     """The large-n path (chunked float32 sums, cached reference rows) computes the same
     moment, histogram, novelty and 1-D statistics as the exact path (float64, all rows at once);
-    its random-feature MMD equals FeatureMMD on the whole feature matrix, with the anchors on
-    the reference side of every assignment."""
+    its random-feature MMD equals FeatureMMD on the whole feature matrix of anchors, held-out
+    and current rows at the check's bandwidth (frequencies rescaled from the fitted one)."""
     ref_rows, cur = make_scenario("mix_shift", n_reference=900, n_current=500, seed=3)
     ref = Reference.fit(ref_rows, seed=0)
     rng = np.random.default_rng(0)
-    masks = permutation_masks(ref.sample.shape[0], cur.shape[0], 30, rng)
     cur32 = cur.astype(np.float32)
+    masks = permutation_masks(ref.sample.shape[0], cur.shape[0], 30, rng)
+    kernel = ref._permuted_sides(cur32, 30, exact=False, rng=rng)
+    assert kernel.n_anchors == ref.anchors.shape[0] and kernel.bandwidth != ref.bandwidth
     rows = type(ref._test_rows).join(ref._test_rows, ref._rows(cur32))
     names = [n for n in ref._metric_names(None) if n != "energy"]
-    large, _ = ref._evaluate(names, cur32, rows, masks, exact=False, rng=rng, anchored=True)
-    exact, _ = ref._evaluate(names, cur32, rows, masks, exact=True, rng=rng, anchored=True)
+    large, _ = ref._evaluate(names, cur32, rows, masks, kernel, exact=False, rng=rng)
+    exact, _ = ref._evaluate(names, cur32, rows, masks, kernel, exact=True, rng=rng)
     for name in names:
         if name == "mmd":
             continue
         np.testing.assert_allclose(large[name], exact[name], rtol=2e-5, err_msg=name)
     pooled = np.vstack([ref.anchors, ref.sample, cur32])
-    features = random_fourier_features(pooled, ref.rff_frequencies, center=ref.projection.mean_)
-    with_anchors = np.hstack([np.ones((masks.shape[0], ref.anchors.shape[0]), np.float32), masks])
+    frequencies = ref.rff_frequencies.astype(np.float64) * (ref.bandwidth / kernel.bandwidth)
+    features = random_fourier_features(pooled, frequencies, center=ref.projection.mean_)
     np.testing.assert_allclose(
-        large["mmd"], FeatureMMD(features).values(with_anchors), rtol=1e-4, atol=1e-7
+        large["mmd"], FeatureMMD(features).values(kernel.masks), rtol=1e-4, atol=1e-7
     )
 
 

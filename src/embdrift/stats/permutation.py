@@ -20,10 +20,15 @@ are not exchangeable one by one, only whole groups are: :func:`group_permutation
 the cluster-permutation null (Good (2005), *Permutation, Parametric, and Bootstrap Tests of
 Hypotheses*, Springer, Sec. 3.7.3, "matched pairs and clusters"), which moves whole groups
 between the sides and keeps the number of groups on each side.
+
+Metrics whose p-values come from different permutations (the kernel statistics permute every
+reference row they see, the projection metrics only the held-out rows) form separate families:
+min-p within each family, then :func:`weighted_bonferroni` across them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +41,7 @@ __all__ = [
     "group_permutation_masks",
     "permutation_masks",
     "rank_p_values",
+    "weighted_bonferroni",
     "whole_groups",
 ]
 
@@ -163,6 +169,27 @@ class PermutationOutcome:
     p_values: np.ndarray
     combined_p_value: float
     critical_values: np.ndarray
+
+
+def weighted_bonferroni(p_values: Sequence[float], weights: Sequence[float]) -> float:
+    """min(1, min_f p_f / w_f): one p-value from the p-values of families of tests with
+    weights summing to 1.
+
+    Valid under any dependence between the families: P(∃f: p_f ≤ w_f α) ≤ Σ_f w_f α = α
+    (the weighted Bonferroni inequality; Rosenthal & Rubin (1983), Psychological Bulletin
+    94(3); Genovese, Roeder & Wasserman (2006), Biometrika 93(3)). It combines families
+    whose p-values come from different permutations, where a joint min-p cannot.
+
+    Examples
+    --------
+    >>> weighted_bonferroni([0.01, 0.5], [0.5, 0.5])
+    0.02
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    if p.size == 0 or p.shape != w.shape or (w <= 0).any() or not np.isclose(w.sum(), 1.0):
+        raise ValueError(f"need one positive weight per p-value, summing to 1; got {w.tolist()}")
+    return float(min(1.0, (p / w).min()))
 
 
 def combine_min_p(scores: np.ndarray, *, alpha: float) -> PermutationOutcome:

@@ -32,6 +32,8 @@ __all__ = [
     "TwoSampleStatistic",
     "Wasserstein1D",
     "column_sums",
+    "fourier_angles",
+    "fourier_features",
     "knn_mean_distance",
     "pairwise_sq_distances",
     "random_fourier_features",
@@ -144,10 +146,10 @@ class FeatureMMD:
     test_statistic = staticmethod(_identity)
 
 
-def random_fourier_features(
+def fourier_angles(
     x: np.ndarray, frequencies: np.ndarray, *, center: np.ndarray | None = None
 ) -> np.ndarray:
-    """[cos(x'W), sin(x'W)] / sqrt(J) for frequencies W (d, J), float32 (n, 2J).
+    """The angles x'W (n, J) of random Fourier features for frequencies W (d, J), float32.
 
     ``x' = x − center`` when ``center`` is given: the RBF kernel is shift invariant and so is
     φ(x)·φ(y), while centred rows keep the float32 angles small and accurate.
@@ -155,14 +157,30 @@ def random_fourier_features(
     rows = np.asarray(x, dtype=np.float32)
     if center is not None:
         rows = rows - np.asarray(center, dtype=np.float32)
-    w = np.asarray(frequencies, dtype=np.float32)
-    half = w.shape[1]
-    out = np.empty((rows.shape[0], 2 * half), dtype=np.float32)
-    np.matmul(rows, w, out=out[:, :half])
+    return rows @ np.asarray(frequencies, dtype=np.float32)
+
+
+def fourier_features(angles: np.ndarray, *, scale: float = 1.0) -> np.ndarray:
+    """[cos(s·A), sin(s·A)] / sqrt(J) for angles A (n, J), float32 (n, 2J).
+
+    Frequencies drawn from N(0, h⁻² I) for bandwidth h serve any other bandwidth h′ with
+    s = h / h′: the angles of W·h/h′ are the angles of W times s.
+    """
+    half = angles.shape[1]
+    out = np.empty((angles.shape[0], 2 * half), dtype=np.float32)
+    np.multiply(angles, np.float32(scale), out=out[:, :half])
     np.sin(out[:, :half], out=out[:, half:])
     np.cos(out[:, :half], out=out[:, :half])
     out *= np.float32(1.0 / np.sqrt(half))
     return out
+
+
+def random_fourier_features(
+    x: np.ndarray, frequencies: np.ndarray, *, center: np.ndarray | None = None
+) -> np.ndarray:
+    """[cos(x'W), sin(x'W)] / sqrt(J) for frequencies W (d, J), float32 (n, 2J)
+    (:func:`fourier_angles`, then :func:`fourier_features`)."""
+    return fourier_features(fourier_angles(x, frequencies, center=center))
 
 
 def column_sums(

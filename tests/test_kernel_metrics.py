@@ -1,0 +1,165 @@
+"""The kernel statistics (``KERNEL_METRICS``): in a permutation check ``mmd`` and ``energy``
+compare every reference row they see (the anchors and the held-out rows) with the current
+window, all of them permuted, ``mmd`` at a bandwidth chosen on the pooled rows. Their values
+against independent implementations, the power the whole window adds, and the verdict's
+combination of the two families.
+
+Exactness is checked where every metric's is: the seeded false-alarm rates of
+``tests/test_calibration.py`` (fresh references, synthetic and real text) include both.
+"""
+
+from __future__ import annotations
+
+import dcor
+import numpy as np
+import pytest
+
+from embdrift import Reference
+from embdrift.reference import KERNEL_METRICS, _combine_families
+from embdrift.stats.metrics import median_bandwidth, mmd2_unbiased
+from embdrift.stats.permutation import combine_min_p, permutation_masks
+from embdrift.stats.twosample import KernelMMD
+from embdrift.synthetic import make_scenario
+
+
+def test_kernel_values_are_the_statistics_on_all_reference_rows() -> None:
+    x, y = make_scenario("mix_shift", n_reference=400, n_current=300, dim=32, seed=4)
+    ref = Reference.fit(x, seed=1)
+    assert ref.anchors.shape[0] == ref.n_fit == 200  # every fit row is an anchor here
+    res = ref.compare(y, n_permutations=19, metrics=list(KERNEL_METRICS))
+    reference_rows = np.vstack([ref.anchors, ref.sample]).astype(np.float64)
+    current = y.astype(np.float32).astype(np.float64)
+    assert res.bandwidth != ref.bandwidth  # chosen on the pooled rows, not at fit
+    assert res.metrics["mmd"].value == pytest.approx(
+        mmd2_unbiased(reference_rows, current, bandwidth=res.bandwidth), rel=1e-9
+    )
+    assert res.metrics["energy"].value == pytest.approx(
+        dcor.energy_distance(reference_rows, current), rel=1e-9
+    )
+    # The effect size divides by the same rows' 2E‖X − Y‖.
+    between = 2 * np.mean(np.sqrt(((reference_rows[:, None] - current[None]) ** 2).sum(-1)))
+    assert res.metrics["energy"].effect_size == pytest.approx(
+        res.metrics["energy"].value / between, rel=1e-6
+    )
+
+
+def test_the_bandwidth_is_the_median_heuristic_of_the_pooled_rows() -> None:
+    """With at most 1,000 pooled rows every one of them enters the median: the bandwidth is
+    then the median distance over all pairs of the pooled rows, whichever side they are on."""
+    x, y = make_scenario("none", n_reference=300, n_current=200, dim=16, seed=7)
+    ref = Reference.fit(x, seed=2)
+    res = ref.compare(y, n_permutations=19, metrics=["mmd"])
+    pooled = np.vstack([ref.anchors, ref.sample, y.astype(np.float32)])
+    assert pooled.shape[0] == 500
+    distances = np.sqrt(((pooled[:, None, :] - pooled[None].astype(np.float64)) ** 2).sum(-1))
+    assert res.bandwidth == pytest.approx(
+        np.median(distances[np.triu_indices(500, k=1)]), rel=1e-6
+    )
+    assert res.bandwidth == pytest.approx(median_bandwidth(pooled), rel=1e-9)
+
+
+def test_the_whole_window_raises_the_power_of_mmd() -> None:
+    """A mixing-weight shift that MMD on the held-out half of the reference alone detects in
+    about half the runs: with every reference row permuted it detects it in clearly more
+    (paired runs: the same reference, window and permutation count)."""
+    runs, whole, held_out = 100, 0, 0
+    for seed in range(runs):
+        x, y = make_scenario("mix_shift", n_current=500, dim=64, seed=seed, strength=0.5)
+        ref = Reference.fit(x, seed=seed)
+        result = ref.compare(y, metrics=["mmd"], n_permutations=199, seed=seed)
+        whole += result.metrics["mmd"].drifted
+        pooled = np.vstack([ref.sample, y.astype(np.float32)]).astype(np.float64)
+        masks = permutation_masks(ref.sample.shape[0], y.shape[0], 199, np.random.default_rng(seed))
+        values = KernelMMD(pooled, bandwidth=ref.bandwidth).values(masks)
+        held_out += np.mean(values >= values[0]) <= 0.05
+    print(f"mix-shift power of mmd: whole window {whole / runs}, held-out {held_out / runs}")
+    assert 0.3 <= held_out / runs <= 0.7  # the shift is neither trivial nor invisible
+    assert whole >= held_out + 0.15 * runs
+
+
+def test_with_groups_the_anchors_stay_on_the_reference_side() -> None:
+    """The anchors' groups are not kept, so a group permutation cannot move them: they stay
+    on the reference side of every permutation, at the fitted bandwidth."""
+    x, y = make_scenario("mix_shift", n_reference=400, n_current=200, dim=16, seed=8)
+    gx, gy = np.arange(400) // 4, 1000 + np.arange(200) // 4
+    ref = Reference.fit(x, seed=3, groups=gx)
+    res = ref.compare(y, groups=gy, n_permutations=19, metrics=list(KERNEL_METRICS))
+    assert res.method == "group_permutation" and res.bandwidth == ref.bandwidth
+    reference_rows = np.vstack([ref.anchors, ref.sample]).astype(np.float64)
+    current = y.astype(np.float32).astype(np.float64)
+    assert res.metrics["mmd"].value == pytest.approx(
+        mmd2_unbiased(reference_rows, current, bandwidth=ref.bandwidth), rel=1e-9
+    )
+
+
+def test_the_exact_path_matrix_stays_within_twice_exact_rows(monkeypatch) -> None:
+    """Anchors fill only the room the two sides leave in the exact path's 2 * exact_rows
+    matrix (memory bound by array sizes), and the values then use that prefix of them."""
+    from embdrift import reference as reference_module
+
+    x, y = make_scenario("mix_shift", n_reference=300, n_current=60, dim=16, seed=5)
+    ref = Reference.fit(x, seed=2, fit_fraction=0.8, exact_rows=60)  # 240 anchors, 60 held out
+    assert ref.anchors.shape[0] == 240 and ref.sample.shape[0] == 60
+    sides: list[int] = []
+    real = reference_module.pairwise_sq_distances
+
+    def spy(rows: np.ndarray) -> np.ndarray:
+        sides.append(rows.shape[0])
+        return real(rows)
+
+    monkeypatch.setattr(reference_module, "pairwise_sq_distances", spy)
+    res = ref.compare(y, n_permutations=19, metrics=list(KERNEL_METRICS))
+    assert res.path == "exact" and sides[-1] == 120  # 60 held out + 60 current, no room left
+    assert res.metrics["mmd"].value == pytest.approx(
+        mmd2_unbiased(ref.sample, y, bandwidth=res.bandwidth), rel=1e-9
+    )
+    sides.clear()
+    res = ref.compare(y[:40], n_permutations=19, metrics=["mmd"])
+    assert sides[-1] == 120  # 60 + 40 rows and the first 20 anchors
+    rows = np.vstack([ref.anchors[:20], ref.sample]).astype(np.float64)
+    assert res.metrics["mmd"].value == pytest.approx(
+        mmd2_unbiased(rows, y[:40], bandwidth=res.bandwidth), rel=1e-9
+    )
+
+
+def test_fewer_anchors_than_fit_rows_and_the_large_n_path_use_exactly_those_rows() -> None:
+    """With ``max_anchors`` below the fit rows, the kernel values use the kept anchors and the
+    held-out rows, on the exact path and on the large-n path (energy with a subsample as large
+    as the pooled rows; MMD from random features at the same bandwidth, within their error):
+    value by value against independent implementations."""
+    x, y = make_scenario("mix_shift", n_reference=400, n_current=120, dim=24, seed=6)
+    current = y.astype(np.float32).astype(np.float64)
+    for exact_rows, path in ((2000, "exact"), (150, "large_n")):
+        ref = Reference.fit(x, seed=3, max_anchors=50, exact_rows=exact_rows, energy_rows=10**4)
+        assert ref.anchors.shape[0] == 50 < ref.n_fit
+        reference_rows = np.vstack([ref.anchors, ref.sample]).astype(np.float64)
+        res = ref.compare(y, n_permutations=19, metrics=list(KERNEL_METRICS))
+        assert res.path == path
+        assert res.metrics["energy"].value == pytest.approx(
+            dcor.energy_distance(reference_rows, current), rel=1e-5
+        )
+        expected = mmd2_unbiased(reference_rows, current, bandwidth=res.bandwidth)
+        tolerance = 1e-9 * expected if path == "exact" else 0.05  # 1,024 random features
+        assert res.metrics["mmd"].value == pytest.approx(expected, abs=tolerance)
+
+
+def test_the_verdict_is_a_weighted_bonferroni_of_the_two_families() -> None:
+    """Per-metric p-values are each family's own min-p outcome; the verdict's p-value is
+    min(1, p_kernel / w_kernel, p_projection / w_projection), each family's weight its share
+    of the decision metrics."""
+    rng = np.random.default_rng(9)
+    names = ["mmd", "energy", "novelty", "reconstruction_error", "residual_mean_shift"]
+    scores = rng.normal(size=(200, 5))
+    scores[0, :2] += 2.5  # the kernel family sees drift
+    p, critical, combined = _combine_families(scores, names, names, alpha=0.05)
+    kernel = combine_min_p(scores[:, :2], alpha=0.05)
+    projection = combine_min_p(scores[:, 2:], alpha=0.05)
+    np.testing.assert_array_equal(p, np.r_[kernel.p_values, projection.p_values])
+    np.testing.assert_array_equal(
+        critical, np.r_[kernel.critical_values, projection.critical_values]
+    )
+    expected = min(1.0, kernel.combined_p_value / 0.4, projection.combined_p_value / 0.6)
+    assert combined == pytest.approx(expected)
+    # One family alone decides with its own min-p.
+    _, _, alone = _combine_families(scores, names, ["mmd", "energy"], alpha=0.05)
+    assert alone == pytest.approx(kernel.combined_p_value)
