@@ -52,9 +52,7 @@ def test_the_bandwidth_is_the_median_heuristic_of_the_pooled_rows() -> None:
     pooled = np.vstack([ref.anchors, ref.sample, y.astype(np.float32)])
     assert pooled.shape[0] == 500
     distances = np.sqrt(((pooled[:, None, :] - pooled[None].astype(np.float64)) ** 2).sum(-1))
-    assert res.bandwidth == pytest.approx(
-        np.median(distances[np.triu_indices(500, k=1)]), rel=1e-6
-    )
+    assert res.bandwidth == pytest.approx(np.median(distances[np.triu_indices(500, k=1)]), rel=1e-6)
     assert res.bandwidth == pytest.approx(median_bandwidth(pooled), rel=1e-9)
 
 
