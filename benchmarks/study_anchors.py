@@ -7,10 +7,12 @@ power on the real-text section mix and the false-alarm rate on ``none`` for thre
 the fit half, on the same data, the same fitted reference and permutation masks:
 
 - ``held_out``: the held-out rows alone (what a stored null calibrates);
-- ``anchored``: the fit rows kept on the reference side of every permutation (what
-  ``compare`` does; exact conditional on the fit rows);
-- ``full``: all 500 reference rows permuted with the current rows (the projection metrics
-  fitted on the fit rows cannot follow this one: it is the ceiling, not an option).
+- ``anchored``: the fit rows kept on the reference side of every permutation (exact
+  conditional on the fit rows; what ``compare`` does with ``groups=``);
+- ``full``: all 500 reference rows permuted with the current rows (what ``compare`` does
+  without groups, there at a bandwidth chosen on the pooled rows: the projection metrics
+  fitted on the fit rows cannot follow, so the verdict combines the two families with a
+  weighted Bonferroni, ``embdrift.reference._combine_families``).
 
 Then the verdict of ``Reference.compare`` with the default and two alternative settings
 (``fit_fraction=0.3``; the decision without ``novelty``) on the real-text section mix and the

@@ -106,7 +106,7 @@ METRICS: Mapping[str, str] = {
     " PCs (full dimension), in units of the reference residual RMS norm",
 }
 
-#: The metrics whose min-p makes the combined decision by default: complementary views
+#: The metrics combined into the verdict by default: complementary views
 #: (full-dimension kernel and distance, new regions, out-of-subspace drift). Every added
 #: metric costs the combined test some power (the min-p pays for each look), so the
 #: projection metrics are reported with their own p-values but left out of the verdict.
