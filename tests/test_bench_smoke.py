@@ -22,7 +22,7 @@ SCENARIO_COLUMNS = {
 # One BLAS thread: oversubscribed multi-threaded BLAS stalls on a busy CI machine.
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 EMBDRIFT_ROWS = [
-    "embdrift · combined (min-p)",
+    "embdrift · verdict",
     "embdrift · mmd",
     "embdrift · energy",
     "embdrift · wasserstein_pc1",

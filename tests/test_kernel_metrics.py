@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from embdrift import Reference
-from embdrift.reference import KERNEL_METRICS, _combine_families
+from embdrift.errors import InvalidParameterError
+from embdrift.reference import KERNEL_METRICS, _combine_families, _families, _voting_families
 from embdrift.stats.metrics import median_bandwidth, mmd2_unbiased
 from embdrift.stats.permutation import combine_min_p, permutation_masks
-from embdrift.stats.twosample import KernelMMD
+from embdrift.stats.twosample import FeatureMMD, KernelMMD, random_fourier_features
 from embdrift.synthetic import make_scenario
 
 
@@ -137,19 +138,38 @@ def test_fewer_anchors_than_fit_rows_and_the_large_n_path_use_exactly_those_rows
             dcor.energy_distance(reference_rows, current), rel=1e-5
         )
         expected = mmd2_unbiased(reference_rows, current, bandwidth=res.bandwidth)
-        tolerance = 1e-9 * expected if path == "exact" else 0.05  # 1,024 random features
-        assert res.metrics["mmd"].value == pytest.approx(expected, abs=tolerance)
+        if path == "exact":
+            assert res.metrics["mmd"].value == pytest.approx(expected, rel=1e-9)
+            continue
+        # The random features at the check's bandwidth (the fitted frequencies rescaled),
+        # computed independently, and the kernel they estimate.
+        frequencies = ref.rff_frequencies.astype(np.float64) * (ref.bandwidth / res.bandwidth)
+        features = random_fourier_features(
+            np.vstack([reference_rows, current]), frequencies, center=ref.projection.mean_
+        )
+        masks = np.zeros((1, features.shape[0]), dtype=np.float32)
+        masks[0, : reference_rows.shape[0]] = 1.0
+        by_features = FeatureMMD(features).values(masks)[0]
+        assert res.metrics["mmd"].value == pytest.approx(by_features, rel=1e-4)
+        assert res.metrics["mmd"].value == pytest.approx(expected, abs=0.05)  # 1,024 features
 
 
 def test_the_verdict_is_a_weighted_bonferroni_of_the_two_families() -> None:
     """Per-metric p-values are each family's own min-p outcome; the verdict's p-value is
     min(1, p_kernel / w_kernel, p_projection / w_projection), each family's weight its share
-    of the decision metrics."""
+    of the decision metrics. Where every metric shares the permutations (groups, a stored
+    null) it is one min-p over them all."""
     rng = np.random.default_rng(9)
     names = ["mmd", "energy", "novelty", "reconstruction_error", "residual_mean_shift"]
     scores = rng.normal(size=(200, 5))
     scores[0, :2] += 2.5  # the kernel family sees drift
-    p, critical, combined = _combine_families(scores, names, names, alpha=0.05)
+
+    def combine(deciding: list[str], *, separate: bool) -> tuple[np.ndarray, np.ndarray, float]:
+        families = _families(names, separate=separate)
+        voting = _voting_families(names, deciding, separate=separate)
+        return _combine_families(scores, families, voting, alpha=0.05)
+
+    p, critical, combined = combine(names, separate=True)
     kernel = combine_min_p(scores[:, :2], alpha=0.05)
     projection = combine_min_p(scores[:, 2:], alpha=0.05)
     np.testing.assert_array_equal(p, np.r_[kernel.p_values, projection.p_values])
@@ -159,5 +179,27 @@ def test_the_verdict_is_a_weighted_bonferroni_of_the_two_families() -> None:
     expected = min(1.0, kernel.combined_p_value / 0.4, projection.combined_p_value / 0.6)
     assert combined == pytest.approx(expected)
     # One family alone decides with its own min-p.
-    _, _, alone = _combine_families(scores, names, ["mmd", "energy"], alpha=0.05)
-    assert alone == pytest.approx(kernel.combined_p_value)
+    assert combine(["mmd", "energy"], separate=True)[2] == pytest.approx(kernel.combined_p_value)
+    joint = combine_min_p(scores, alpha=0.05)
+    p, critical, combined = combine(names, separate=False)
+    np.testing.assert_array_equal(p, joint.p_values)
+    np.testing.assert_array_equal(critical, joint.critical_values)
+    assert combined == joint.combined_p_value
+
+
+def test_a_permutation_count_the_verdict_cannot_fire_with_is_refused() -> None:
+    """The smallest verdict p-value is 1 / ((B + 1) w_min): with the default decision metrics
+    (kernel weight 2/5) B = 19 can never reach alpha = 0.05 and is refused with the count that
+    can; B = 49 can, and a strong drift is then flagged. With groups every metric shares the
+    permutations (one family), so B = 19 is enough there."""
+    x, y = make_scenario("mean_shift", n_reference=300, n_current=150, dim=16, seed=2)
+    ref = Reference.fit(x, seed=0)
+    with pytest.raises(InvalidParameterError, match="n_permutations >= 49"):
+        ref.compare(y + 0.5, n_permutations=19)
+    assert ref.compare(y + 0.5, n_permutations=49).drifted
+    with pytest.raises(InvalidParameterError, match="n_permutations >= 99"):
+        ref.compare(y, n_permutations=49, alpha=0.025)
+    labels = np.arange(300) // 3
+    grouped = Reference.fit(x, seed=0, groups=labels)
+    result = grouped.compare(y + 0.5, groups=np.arange(150) // 3, n_permutations=19)
+    assert result.method == "group_permutation" and result.drifted

@@ -18,7 +18,7 @@ def test_results_round_trip_and_series(tmp_path: Path) -> None:
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     ids = []
     for i in range(3):
-        res = ref.compare(cur[i * 30 : (i + 1) * 30 + 10], n_permutations=19, seed=i)
+        res = ref.compare(cur[i * 30 : (i + 1) * 30 + 10], n_permutations=49, seed=i)
         ids.append(
             store.append_result(
                 res,

@@ -12,6 +12,8 @@ the whole reference window: in a permutation check the anchors (fit rows) and th
 are permuted with the current rows, with an RBF bandwidth chosen on the pooled rows, and the
 test is exact without conditioning on anything. Their p-values come from other permutations
 than the projection metrics', so the verdict combines the two families by a weighted Bonferroni.
+Where all metrics share one set of permutations (a group permutation, which keeps the anchors on
+the reference side, exact conditional on them; a stored null) the verdict is one min-p.
 """
 
 from __future__ import annotations
@@ -88,8 +90,8 @@ MAX_REFERENCE_BYTES = 4 * 1024**3
 
 #: Metric name -> what its value means. Effect sizes are listed in ``_effect_size``.
 METRICS: Mapping[str, str] = {
-    "mmd": "unbiased MMD² with the frozen RBF kernel (full dimension; reference side: held-out"
-    " rows and, in a permutation check, the anchors)",
+    "mmd": "unbiased MMD² with an RBF kernel (bandwidth in DriftResult.bandwidth; full"
+    " dimension; reference side: held-out rows and, in a permutation check, the anchors)",
     "energy": "energy distance 2E‖X−Y‖ − E‖X−X′‖ − E‖Y−Y′‖ (full dimension; reference side:"
     " held-out rows and, in a permutation check, the anchors)",
     "wasserstein_pc1": "1-D Wasserstein-1 on PC1, in reference PC1 standard deviations",
@@ -114,17 +116,17 @@ METRICS: Mapping[str, str] = {
 DECISION_METRICS = ("mmd", "energy", "novelty", "reconstruction_error", "residual_mean_shift")
 
 #: The metrics that learn nothing from the fit rows (energy distance is the MMD of the
-#: distance kernel; Sejdinovic et al. (2013), Ann. Statist. 41(5)). In a permutation check they
-#: see every reference row (the held-out rows and the anchors, the fit rows the reference keeps,
-#: at most ``max_anchors``), all of them permuted with the current rows, and ``mmd`` takes the
-#: median-heuristic bandwidth of a label-free subsample of the pooled rows: exact without
-#: conditioning, as a two-sample test of the whole windows is. The other metrics use the
-#: projection fitted on the fit rows and permute only the held-out rows, so the verdict takes a
-#: min-p within each family and a weighted Bonferroni across the two (each family weighted by
-#: its share of the decision metrics). On the real-text section mix (300 seeds) this raised
-#: the power of mmd from 0.81 (anchors held on the reference side) to 0.85, of energy from 0.81
-#: to 0.87 and of the verdict from 0.69 to 0.80, false alarms staying near 0.05
-#: (benchmarks/RESULTS.md).
+#: distance kernel; Sejdinovic et al. (2013), Ann. Statist. 41(5)). In a row-level permutation
+#: check they see every reference row (the held-out rows and the anchors, the fit rows the
+#: reference keeps, at most ``max_anchors``), all of them permuted with the current rows, and
+#: ``mmd`` takes the median-heuristic bandwidth of a label-free subsample of the pooled rows:
+#: exact without conditioning, as a two-sample test of the whole windows is. The other metrics
+#: use the projection fitted on the fit rows and permute only the held-out rows, so the verdict
+#: takes a min-p within each family and a weighted Bonferroni across the two (each family
+#: weighted by its share of the decision metrics). On the real-text section mix (300 seeds)
+#: this raised the power of mmd from 0.81 (anchors held on the reference side) to 0.85, of
+#: energy from 0.81 to 0.87 and of the verdict from 0.69 to 0.80, false alarms staying near
+#: 0.05 (benchmarks/RESULTS.md).
 KERNEL_METRICS = ("mmd", "energy")
 
 #: Pooled rows the permutation check's median-heuristic bandwidth is computed on (drawn
@@ -259,9 +261,9 @@ class Reference:
         # Stored nulls are derived from the test rows and saved beside them, under their own
         # checksum: the reference_id names what a permutation check compares against.
         self._nulls: dict[int, NullTable] = dict(nulls or {})
-        # The test rows never change: their per-row quantities and random features are
-        # computed once here (at fit and at load), not at every comparison. Derived state, not
-        # saved and not part of the reference_id.
+        # The test rows never change: their per-row quantities and random-feature angles (of
+        # the anchors too) are computed once here (at fit and at load), not at every
+        # comparison. Derived state, not saved and not part of the reference_id.
         self._test_rows = self._rows(self._sample)
         self._test_angles = fourier_angles(
             self._sample, self.rff_frequencies, center=self.projection.mean_
@@ -320,8 +322,9 @@ class Reference:
             distance matrices of at most 2 * exact_rows rows, anchors included, O(N²)
             memory); above it, the large-n path (see ``compare``).
         n_random_features : int
-            Random Fourier features (half cosines, half sines) of the frozen RBF kernel,
-            drawn once here; used by ``mmd`` on the large-n path.
+            Random Fourier features (half cosines, half sines) of the RBF kernel, drawn
+            once here at the fitted bandwidth (rescaled to a check's bandwidth); used by
+            ``mmd`` on the large-n path.
         novelty_k : int
             Neighbours averaged by the ``novelty`` score.
         max_anchors : int
@@ -522,7 +525,10 @@ class Reference:
             Level of every decision, per metric and combined.
         n_permutations : int, optional
             Random splits of the pooled rows; p-values are multiples of 1/(n_permutations + 1).
-            Default: 500 on the exact path, 200 on the large-n path.
+            Default: 500 on the exact path, 200 on the large-n path. A count with which the
+            verdict could never reach alpha (1 / ((B + 1) w) > alpha for a family weight w
+            below) raises ``InvalidParameterError`` naming the smallest that can (49 with the
+            default decision metrics at alpha = 0.05).
         seed : int, Generator or None
             Seeds the permutations and any subsampling.
         metrics : sequence of str, optional
@@ -530,10 +536,11 @@ class Reference:
         decision_metrics : sequence of str, optional
             The metrics that make the combined decision (default: those of
             ``DECISION_METRICS`` that are computed, or all computed metrics when none is):
-            a min-p within the kernel family (``KERNEL_METRICS``) and within the projection
-            family (the others), then a weighted Bonferroni across the two, each family
-            weighted by its share of these metrics. Every metric keeps its own p-value and
-            decision at level alpha.
+            in a row-level permutation check a min-p within the kernel family
+            (``KERNEL_METRICS``) and within the projection family (the others), then a
+            weighted Bonferroni across the two, each family weighted by its share of these
+            metrics; with groups or a stored null (one set of permutations for all) one
+            min-p. Every metric keeps its own p-value and decision at level alpha.
         min_effect : mapping of metric name to float, optional
             Alert on effect size too: a metric then calls drift only when its p-value is at
             most alpha *and* its effect size is at least this value, and the combined
@@ -570,21 +577,24 @@ class Reference:
         rows and as many anchors as fit in 2 * ``exact_rows`` rows (a prefix of them, fixed at
         fit), O(N²) memory with N at most 2 * ``exact_rows``, float64. Large-n path: ``mmd``
         from random Fourier features (the (B, N) x (N, D) product of all permutations, in
-        float32 and in chunks of rows; the anchors add their feature sum), ``energy`` on a
-        label-independent subsample of ``energy_rows`` pooled rows and anchors (left out, NaN
-        with p-value 1, when fewer than 10 rows of a side would land in it on average), and the
-        sort-based 1-D, histogram, moment and novelty statistics on all rows; memory
-        O(B N + n_ref D): the reference side's features and per-row quantities are computed
-        once at fit (and at load), the current window's are computed chunk by chunk and summed
-        into the permutation sums, never held whole. Float32 sums and the float32 1-D
-        Wasserstein kernel keep every statistic within ~1e-6 relative of its float64 value
-        (tested against the exact path). Both paths share one set of permutations, so the
-        min-p combination is exact on either. ``DriftResult.path`` says which ran.
+        float32 and in chunks of rows, anchors included), ``energy`` on a label-independent
+        subsample of ``energy_rows`` pooled rows and anchors (left out, NaN with p-value 1,
+        when fewer than 10 rows of a side would land in it on average), and the sort-based
+        1-D, histogram, moment and novelty statistics on all rows; memory O(B N + n_ref D):
+        the reference side's per-row quantities and random-feature angles are computed once at
+        fit (and at load), their features at the check's bandwidth and the current window's
+        angles chunk by chunk, summed into the permutation sums and never held whole. Float32
+        sums and the float32 1-D Wasserstein kernel keep every statistic within ~1e-6
+        relative of its float64 value (tested against the exact path). The two families'
+        permutations are drawn the same way on both paths. ``DriftResult.path`` says which
+        ran.
 
         Cost: at 20,000 rows per side (d = 384, B = 200) a comparison is ~36 GFLOP of float32
         products: the current window's random-feature angles (m x d x J) and anchor distances
         (m x d x ``max_anchors``), and the permutation sums of the random features and the
-        centred rows (B x N x (2J + d)); plus O(B N) per 1-D column.
+        centred rows (B x N x (2J + d)); plus O(B N) per 1-D column, the reference side's
+        cosines and sines at the check's bandwidth ((n_ref + anchors) x J) and the
+        median-heuristic bandwidth of 1,000 pooled rows.
         """
         t0 = time.perf_counter()
         alpha = check_probability(alpha, name="alpha")
@@ -634,19 +644,28 @@ class Reference:
             if n_permutations is None:
                 n_permutations = 500 if exact else 200
             check_int(n_permutations, name="n_permutations", low=19)
-            if cur_groups is None or self._sample_groups is None:
+            if cur_groups is not None:
+                _check_group_count(self._sample_groups, cur_groups, alpha)
+        # The kernel statistics take their own permutations (of every reference row) only in a
+        # row-level permutation check; otherwise every metric shares ``masks``.
+        own_kernel_sides = (
+            table is None and cur_groups is None and any(n in KERNEL_METRICS for n in names)
+        )
+        voting = _voting_families(names, deciding, separate=own_kernel_sides)
+        if table is None:
+            _check_verdict_reachable(n_permutations, alpha, [w for _, w in voting])
+            if cur_groups is None:
                 masks = permutation_masks(n_ref, n_cur, n_permutations, rng)
             else:
-                _check_group_count(self._sample_groups, cur_groups, alpha)
                 masks = group_permutation_masks(
                     self._sample_groups, cur_groups, n_permutations, rng
                 )
-        if table is not None:
-            kernel = _KernelSides(masks=masks, n_anchors=0, bandwidth=self.bandwidth)
+        if own_kernel_sides:
+            kernel = self._permuted_sides(cur, n_permutations, exact=exact, rng=rng)
         elif cur_groups is not None:
             kernel = self._anchored_sides(masks, exact=exact)
         else:
-            kernel = self._permuted_sides(cur, n_permutations, exact=exact, rng=rng)
+            kernel = _KernelSides(masks=masks, n_anchors=0, bandwidth=self.bandwidth)
         per_row = _Rows.join(self._test_rows, self._rows(cur))
         t1 = time.perf_counter()
         values, between = self._evaluate(names, cur, per_row, masks, kernel, exact=exact, rng=rng)
@@ -667,7 +686,7 @@ class Reference:
             scores[:, np.isneginf(null).all(axis=0)] = -np.inf
             scores = np.vstack([scores, null])
         p_values, critical_values, combined_p = _combine_families(
-            scores, names, deciding, alpha=alpha
+            scores, _families(names, separate=own_kernel_sides), voting, alpha=alpha
         )
         t3 = time.perf_counter()
         results: dict[str, MetricResult] = {}
@@ -1438,32 +1457,65 @@ def _group_sizes(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return n, masks.shape[1] - n
 
 
+def _families(names: Sequence[str], *, separate: bool) -> list[list[int]]:
+    """Column indices of the metrics ``names`` that share one set of permutations: the kernel
+    statistics and the others apart when the kernel statistics are permuted over their own
+    rows (``separate``), else all together."""
+    if not separate:
+        return [list(range(len(names)))]
+    split = [[j for j, n in enumerate(names) if (n in KERNEL_METRICS) == k] for k in (True, False)]
+    return [family for family in split if family]
+
+
+def _voting_families(
+    names: Sequence[str], deciding: Sequence[str], *, separate: bool
+) -> list[tuple[list[int], float]]:
+    """Each family's decision metrics (column indices into ``names``) and its weight in the
+    verdict: its share of ``deciding`` (the weights sum to 1)."""
+    voting = []
+    for family in _families(names, separate=separate):
+        members = [j for j in family if names[j] in deciding]
+        if members:
+            voting.append((members, len(members) / len(deciding)))
+    return voting
+
+
+def _check_verdict_reachable(n_permutations: int, alpha: float, weights: Sequence[float]) -> None:
+    """Refuse a permutation count whose smallest verdict p-value, 1 / ((B + 1) min w), is
+    above alpha: such a verdict could never fire."""
+    floor = 1.0 / ((n_permutations + 1) * min(weights))
+    if floor > alpha:
+        needed = math.ceil(1.0 / (alpha * min(weights)) - 1e-9) - 1
+        raise InvalidParameterError(
+            f"With n_permutations={n_permutations} the verdict's p-value cannot go below"
+            f" {floor:.3g}, above alpha={alpha}, so it could never flag drift. Use"
+            f" n_permutations >= {needed}."
+        )
+
+
 def _combine_families(
-    scores: np.ndarray, names: Sequence[str], deciding: Sequence[str], *, alpha: float
+    scores: np.ndarray,
+    families: Sequence[Sequence[int]],
+    voting: Sequence[tuple[Sequence[int], float]],
+    *,
+    alpha: float,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Per-metric p-values and critical values, and the verdict's p-value, from the
-    statistics ``scores`` (B + 1, J) of the metrics ``names``.
+    statistics ``scores`` (B + 1, J).
 
-    The kernel statistics and the projection metrics are permuted differently (or share a
-    stored null); within each family the min-p of its decision metrics, across the families
-    a weighted Bonferroni with each family's share of ``deciding`` as its weight.
+    Within each family (metrics on one set of permutations, ``_families``) the min-p;
+    across the families' decision metrics ``voting`` a weighted Bonferroni
+    (:func:`~embdrift.stats.permutation.weighted_bonferroni`), the plain min-p when there is
+    one family.
     """
-    p_values = np.empty(len(names))
-    critical = np.empty(len(names))
-    family_p: list[float] = []
-    weights: list[float] = []
-    for in_kernel in (True, False):
-        family = [j for j, name in enumerate(names) if (name in KERNEL_METRICS) == in_kernel]
-        if not family:
-            continue
+    p_values = np.empty(scores.shape[1])
+    critical = np.empty(scores.shape[1])
+    for family in families:
         outcome = combine_min_p(scores[:, family], alpha=alpha)
         p_values[family] = outcome.p_values
         critical[family] = outcome.critical_values
-        voting = [j for j in family if names[j] in deciding]
-        if voting:
-            family_p.append(combine_min_p(scores[:, voting], alpha=alpha).combined_p_value)
-            weights.append(len(voting) / len(deciding))
-    return p_values, critical, weighted_bonferroni(family_p, weights)
+    family_p = [combine_min_p(scores[:, cols], alpha=alpha).combined_p_value for cols, _ in voting]
+    return p_values, critical, weighted_bonferroni(family_p, [w for _, w in voting])
 
 
 def _test_statistic(name: str, values: np.ndarray) -> np.ndarray:

@@ -100,9 +100,11 @@ class DriftResult:
     decision_metrics : tuple of str
         The metrics the combined decision is over.
     bandwidth : float or None
-        The RBF bandwidth ``mmd`` used: in a permutation check the median heuristic on the
-        pooled rows, else the reference's fitted one; None when ``mmd`` was not computed by
-        ``Reference.compare``.
+        The RBF bandwidth ``mmd`` used: in a row-level permutation check the median heuristic
+        on the pooled rows, in a group permutation or with a stored null the reference's
+        fitted one; None when ``mmd`` was not computed by ``Reference.compare``. ``mmd``
+        values (and their effect sizes) are comparable across checks at equal bandwidths;
+        for a long trend ``energy`` has no bandwidth.
     path : str
         ``"exact"`` (kernel/distance matrices on all rows) or ``"large_n"`` (random
         features, subsampled energy; see ``Reference.compare``).
