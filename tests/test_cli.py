@@ -196,6 +196,22 @@ def test_missing_reference_exits_2(tmp_path: Path) -> None:
     assert "reference build" in proc.stderr
 
 
+def test_too_few_permutations_exit_2_naming_the_count(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    """A permutation count with which the verdict could never fire is refused before anything
+    is recorded, and the message names the count that can."""
+    assert (
+        run(["reference", "build", str(files["week0"]), "-o", "ref.npz"], tmp_path).returncode == 0
+    )
+    args = ["check", "-r", "ref.npz", str(files["same"].with_suffix(".npy"))]
+    proc = run([*args, "--permutations", "19", "--store", "s.duckdb"], tmp_path)
+    assert proc.returncode == 2
+    assert "n_permutations >= 49" in " ".join(proc.stderr.split())
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "s.duckdb").exists()
+
+
 def test_locked_store_names_the_holder(files: dict[str, Path], tmp_path: Path) -> None:
     assert (
         run(["reference", "build", str(files["week0"]), "-o", "ref.npz"], tmp_path).returncode == 0

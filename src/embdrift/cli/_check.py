@@ -40,7 +40,13 @@ def check(
         Path, typer.Option("--reference", "-r", help="Reference file from 'reference build'.")
     ],
     alpha: Annotated[float, typer.Option(help="Level of every decision.")] = 0.05,
-    permutations: Annotated[int, typer.Option(help="Permutations behind the p-values.")] = 500,
+    permutations: Annotated[
+        int,
+        typer.Option(
+            help="Permutations behind the p-values (at least 49 at alpha 0.05 with the default"
+            " decision metrics, so that the verdict can fire)."
+        ),
+    ] = 500,
     calibration: Annotated[
         str,
         typer.Option(
