@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from embdrift import Reference
-from embdrift.errors import InvalidParameterError
+from embdrift.errors import InsufficientDataError, InvalidParameterError
 from embdrift.reference import KERNEL_METRICS, _combine_families, _families, _voting_families
 from embdrift.stats.metrics import median_bandwidth, mmd2_unbiased
 from embdrift.stats.permutation import combine_min_p, permutation_masks
@@ -194,8 +194,9 @@ def test_a_permutation_count_the_verdict_cannot_fire_with_is_refused() -> None:
     permutations (one family), so B = 19 is enough there."""
     x, y = make_scenario("mean_shift", n_reference=300, n_current=150, dim=16, seed=2)
     ref = Reference.fit(x, seed=0)
-    with pytest.raises(InvalidParameterError, match="n_permutations >= 49"):
-        ref.compare(y + 0.5, n_permutations=19)
+    for too_few in (19, 48):
+        with pytest.raises(InvalidParameterError, match="n_permutations >= 49"):
+            ref.compare(y + 0.5, n_permutations=too_few)
     assert ref.compare(y + 0.5, n_permutations=49).drifted
     with pytest.raises(InvalidParameterError, match="n_permutations >= 99"):
         ref.compare(y, n_permutations=49, alpha=0.025)
@@ -203,3 +204,53 @@ def test_a_permutation_count_the_verdict_cannot_fire_with_is_refused() -> None:
     grouped = Reference.fit(x, seed=0, groups=labels)
     result = grouped.compare(y + 0.5, groups=np.arange(150) // 3, n_permutations=19)
     assert result.method == "group_permutation" and result.drifted
+
+
+def test_a_stored_null_of_too_few_replicates_is_refused() -> None:
+    """A stored null of 19 replicates gives p-values of at least 1/20: at alpha = 0.01 the
+    check is refused with the n_calibration that can fire, not run to a verdict that never
+    fires."""
+    x, y = make_scenario("none", n_reference=300, n_current=80, dim=16, seed=3)
+    ref = Reference.fit(x, seed=0, window_sizes=(80,), n_calibration=19)
+    assert ref.compare(y, calibration="stored").method == "stored_null"  # alpha 0.05: fine
+    with pytest.raises(InvalidParameterError, match="n_calibration >= 99"):
+        ref.compare(y, calibration="stored", alpha=0.01)
+
+
+def test_a_verdict_at_alpha_exactly_is_not_rounded_above_it() -> None:
+    """A family of weight 1/3 at its smallest p-value 1/(B + 1) with B = 299 gives the verdict
+    p = 3/300 = alpha = 0.01 exactly; two float roundings gave 0.010000000000000002 and no
+    alarm although a decision metric had drifted."""
+    names = ["mmd", "novelty", "reconstruction_error"]
+    scores = np.zeros((300, 3))
+    scores[0, 0] = 1.0  # the kernel family's observed statistic beats every permutation
+    families = _families(names, separate=True)
+    voting = _voting_families(names, names, separate=True)
+    combined = _combine_families(scores, families, voting, alpha=0.01)[2]
+    assert combined == 0.01
+    x, y = make_scenario("none", n_reference=200, n_current=100, dim=8, seed=0)
+    ref = Reference.fit(x, seed=0, n_components=3, outer_components=5)
+    result = ref.compare(
+        0.3 * (y - y.mean(axis=0)) + y.mean(axis=0),  # shrunk: the kernels see it
+        alpha=0.01,
+        n_permutations=299,
+        metrics=names,
+        decision_metrics=names,
+    )
+    assert result.metrics["mmd"].p_value == pytest.approx(1 / 300)
+    assert result.p_value <= 0.01 and result.drifted
+
+
+def test_a_family_left_out_of_the_check_gives_its_weight_to_the_other() -> None:
+    """On the large-n path energy is left out of small windows (every score -inf, decided from
+    the sizes): the verdict over energy and novelty is then novelty's own p-value, not twice
+    it; with energy the only decision metric the check says it has nothing to decide on."""
+    x, y = make_scenario("new_cluster", n_reference=200, n_current=80, dim=8, seed=1)
+    ref = Reference.fit(
+        x, seed=0, n_components=3, outer_components=5, exact_rows=10, energy_rows=20
+    )
+    result = ref.compare(y, n_permutations=99, seed=1, decision_metrics=["energy", "novelty"])
+    assert result.path == "large_n" and np.isnan(result.metrics["energy"].value)
+    assert result.p_value == result.metrics["novelty"].p_value
+    with pytest.raises(InsufficientDataError, match="Every decision metric is left out"):
+        ref.compare(y, n_permutations=99, decision_metrics=["energy"])

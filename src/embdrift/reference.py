@@ -30,6 +30,7 @@ import time
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -524,11 +525,13 @@ class Reference:
         alpha : float in (0, 1)
             Level of every decision, per metric and combined.
         n_permutations : int, optional
-            Random splits of the pooled rows; p-values are multiples of 1/(n_permutations + 1).
-            Default: 500 on the exact path, 200 on the large-n path. A count with which the
-            verdict could never reach alpha (1 / ((B + 1) w) > alpha for a family weight w
-            below) raises ``InvalidParameterError`` naming the smallest that can (49 with the
-            default decision metrics at alpha = 0.05).
+            Random splits of the pooled rows; per-metric p-values are multiples of
+            1/(n_permutations + 1), the verdict's of 1/((n_permutations + 1) w) for a family
+            weight w below. Default: 500 on the exact path, 200 on the large-n path. A count
+            with which some family of decision metrics could never move the verdict
+            (1 / ((B + 1) w) > alpha) raises ``InvalidParameterError`` naming the smallest
+            that can (49 with the default decision metrics at alpha = 0.05); so does a stored
+            null of too few replicates (``Reference.fit``'s ``n_calibration``).
         seed : int, Generator or None
             Seeds the permutations and any subsampling.
         metrics : sequence of str, optional
@@ -539,8 +542,11 @@ class Reference:
             in a row-level permutation check a min-p within the kernel family
             (``KERNEL_METRICS``) and within the projection family (the others), then a
             weighted Bonferroni across the two, each family weighted by its share of these
-            metrics; with groups or a stored null (one set of permutations for all) one
-            min-p. Every metric keeps its own p-value and decision at level alpha.
+            metrics (a family whose decision metrics are all left out of the check, such as
+            the large-n ``energy`` of small windows, gives its weight to the other; with none
+            left, ``InsufficientDataError``); with groups or a stored null (one set of
+            permutations for all) one min-p. Every metric keeps its own p-value and decision
+            at level alpha.
         min_effect : mapping of metric name to float, optional
             Alert on effect size too: a metric then calls drift only when its p-value is at
             most alpha *and* its effect size is at least this value, and the combined
@@ -611,14 +617,15 @@ class Reference:
                 " calibration='permutation'."
             )
         cur_groups = None
+        ref_groups = self._sample_groups
         if groups is not None:
-            if self._sample_groups is None:
+            if ref_groups is None:
                 raise InvalidParameterError(
                     "'groups' of the current rows need the reference's groups: fit the"
                     " reference with Reference.fit(..., groups=...), or compare without groups."
                 )
             cur_groups = as_group_labels(groups, n=cur.shape[0])
-        elif self._sample_groups is not None and not stored:
+        elif ref_groups is not None and not stored:
             raise InvalidParameterError(
                 "This reference was fitted with groups: pass the current rows' groups"
                 " (compare(..., groups=...)) so the permutations move whole groups, or use"
@@ -644,22 +651,22 @@ class Reference:
             if n_permutations is None:
                 n_permutations = 500 if exact else 200
             check_int(n_permutations, name="n_permutations", low=19)
-            if cur_groups is not None:
-                _check_group_count(self._sample_groups, cur_groups, alpha)
+            if ref_groups is not None and cur_groups is not None:
+                _check_group_count(ref_groups, cur_groups, alpha)
         # The kernel statistics take their own permutations (of every reference row) only in a
         # row-level permutation check; otherwise every metric shares ``masks``.
         own_kernel_sides = (
             table is None and cur_groups is None and any(n in KERNEL_METRICS for n in names)
         )
         voting = _voting_families(names, deciding, separate=own_kernel_sides)
+        # A stored null's replicates were drawn at fit (Reference.fit's n_calibration).
+        count = "n_permutations" if table is None else "n_calibration"
+        _check_verdict_reachable(n_permutations, alpha, voting, names, parameter=count)
         if table is None:
-            _check_verdict_reachable(n_permutations, alpha, [w for _, w in voting])
-            if cur_groups is None:
+            if ref_groups is None or cur_groups is None:
                 masks = permutation_masks(n_ref, n_cur, n_permutations, rng)
             else:
-                masks = group_permutation_masks(
-                    self._sample_groups, cur_groups, n_permutations, rng
-                )
+                masks = group_permutation_masks(ref_groups, cur_groups, n_permutations, rng)
         if own_kernel_sides:
             kernel = self._permuted_sides(cur, n_permutations, exact=exact, rng=rng)
         elif cur_groups is not None:
@@ -1469,34 +1476,50 @@ def _families(names: Sequence[str], *, separate: bool) -> list[list[int]]:
 
 def _voting_families(
     names: Sequence[str], deciding: Sequence[str], *, separate: bool
-) -> list[tuple[list[int], float]]:
+) -> list[tuple[list[int], Fraction]]:
     """Each family's decision metrics (column indices into ``names``) and its weight in the
-    verdict: its share of ``deciding`` (the weights sum to 1)."""
+    verdict: its share of ``deciding``, an exact fraction (the weights sum to 1)."""
     voting = []
     for family in _families(names, separate=separate):
         members = [j for j in family if names[j] in deciding]
         if members:
-            voting.append((members, len(members) / len(deciding)))
+            voting.append((members, Fraction(len(members), len(deciding))))
     return voting
 
 
-def _check_verdict_reachable(n_permutations: int, alpha: float, weights: Sequence[float]) -> None:
-    """Refuse a permutation count whose smallest verdict p-value, 1 / ((B + 1) min w), is
-    above alpha: such a verdict could never fire."""
-    floor = 1.0 / ((n_permutations + 1) * min(weights))
-    if floor > alpha:
-        needed = math.ceil(1.0 / (alpha * min(weights)) - 1e-9) - 1
+def _check_verdict_reachable(
+    n_replicates: int,
+    alpha: float,
+    voting: Sequence[tuple[Sequence[int], Fraction]],
+    names: Sequence[str],
+    *,
+    parameter: str = "n_permutations",
+) -> None:
+    """Refuse a count of null replicates B with which a family of decision metrics could
+    never move the verdict: its smallest verdict p-value, 1 / ((B + 1) w), above alpha. The
+    check asks it of every family, not only of the heaviest, so that no decision metric is
+    silently out of the verdict. ``parameter`` names the count in the message."""
+    weight = min(w for _, w in voting)
+    floor = Fraction(1, n_replicates + 1) / weight
+    if float(floor) > alpha:
+        needed = math.floor(1 / (Fraction(alpha) * weight))
+        while float(Fraction(1, needed + 1) / weight) > alpha:
+            needed += 1
+        while needed > 1 and float(Fraction(1, needed) / weight) <= alpha:
+            needed -= 1
+        light = [names[j] for cols, w in voting if w == weight for j in cols]
+        through = "" if len(voting) == 1 else f" through {', '.join(light)} (weight {weight})"
         raise InvalidParameterError(
-            f"With n_permutations={n_permutations} the verdict's p-value cannot go below"
-            f" {floor:.3g}, above alpha={alpha}, so it could never flag drift. Use"
-            f" n_permutations >= {needed}."
+            f"With {parameter}={n_replicates} the verdict's p-value{through} cannot go below"
+            f" {float(floor):.3g}, above alpha={alpha}, so it could never flag drift. Use"
+            f" {parameter} >= {needed}."
         )
 
 
 def _combine_families(
     scores: np.ndarray,
     families: Sequence[Sequence[int]],
-    voting: Sequence[tuple[Sequence[int], float]],
+    voting: Sequence[tuple[Sequence[int], Fraction]],
     *,
     alpha: float,
 ) -> tuple[np.ndarray, np.ndarray, float]:
@@ -1505,8 +1528,12 @@ def _combine_families(
 
     Within each family (metrics on one set of permutations, ``_families``) the min-p;
     across the families' decision metrics ``voting`` a weighted Bonferroni
-    (:func:`~embdrift.stats.permutation.weighted_bonferroni`), the plain min-p when there is
-    one family.
+    (:func:`~embdrift.stats.permutation.weighted_bonferroni`, in exact fractions, so that a
+    verdict p-value equal to alpha is not rounded above it), the plain min-p when there is
+    one family. A family whose decision metrics are left out of this check (every score
+    −inf, observed and permuted alike: an event symmetric in the B + 1 rows, so the
+    remaining families stay valid) gives its weight to the others; when every decision
+    metric is left out, ``InsufficientDataError``.
     """
     p_values = np.empty(scores.shape[1])
     critical = np.empty(scores.shape[1])
@@ -1514,8 +1541,21 @@ def _combine_families(
         outcome = combine_min_p(scores[:, family], alpha=alpha)
         p_values[family] = outcome.p_values
         critical[family] = outcome.critical_values
-    family_p = [combine_min_p(scores[:, cols], alpha=alpha).combined_p_value for cols, _ in voting]
-    return p_values, critical, weighted_bonferroni(family_p, [w for _, w in voting])
+    present = [(cols, w) for cols, w in voting if not np.isneginf(scores[:, cols]).all()]
+    if not present:
+        raise InsufficientDataError(
+            "Every decision metric is left out of this check (on the large-n path energy needs"
+            " at least 10 rows of each side in its subsample of energy_rows pooled rows), so"
+            " the verdict has nothing to decide on. Add decision metrics, or fit the reference"
+            " with a larger energy_rows."
+        )
+    total = scores.shape[0]
+    family_p = [
+        Fraction(round(combine_min_p(scores[:, cols], alpha=alpha).combined_p_value * total), total)
+        for cols, _ in present
+    ]
+    left = sum(w for _, w in present)
+    return p_values, critical, weighted_bonferroni(family_p, [w / left for _, w in present])
 
 
 def _test_statistic(name: str, values: np.ndarray) -> np.ndarray:

@@ -82,7 +82,9 @@ class DriftResult:
         The combined decision at level ``alpha`` over ``decision_metrics``, so the
         family-wise false-alarm rate of the verdict stays at alpha: a min-p within the kernel
         statistics and within the projection metrics, a weighted Bonferroni across the two
-        (``Reference.compare``); a min-p for the stream's sketches.
+        in a row-level permutation check; one min-p over them all with groups or a stored
+        null, where every metric shares the permutations (``Reference.compare``); a min-p for
+        the stream's sketches.
     p_value : float
         The combined p-value.
     alpha : float

@@ -44,7 +44,7 @@ def check(
         int,
         typer.Option(
             help="Permutations behind the p-values (at least 49 at alpha 0.05 with the default"
-            " decision metrics, so that the verdict can fire)."
+            " decision metrics, so that every decision metric can move the verdict)."
         ),
     ] = 500,
     calibration: Annotated[

@@ -28,8 +28,10 @@ min-p within each family, then :func:`weighted_bonferroni` across them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -171,7 +173,9 @@ class PermutationOutcome:
     critical_values: np.ndarray
 
 
-def weighted_bonferroni(p_values: Sequence[float], weights: Sequence[float]) -> float:
+def weighted_bonferroni(
+    p_values: Sequence[float | Fraction], weights: Sequence[float | Fraction]
+) -> float:
     """min(1, min_f p_f / w_f): one p-value from the p-values of families of tests with
     weights summing to 1.
 
@@ -180,16 +184,23 @@ def weighted_bonferroni(p_values: Sequence[float], weights: Sequence[float]) -> 
     94(3); Genovese, Roeder & Wasserman (2006), Biometrika 93(3)). It combines families
     whose p-values come from different permutations, where a joint min-p cannot.
 
+    The quotients are taken in exact rational arithmetic and rounded once, so permutation
+    p-values and weights given as ``fractions.Fraction`` (count / (B + 1), k / J) give a
+    result equal to alpha when it is alpha (two float roundings can land one ulp above it).
+
     Examples
     --------
     >>> weighted_bonferroni([0.01, 0.5], [0.5, 0.5])
     0.02
+    >>> weighted_bonferroni([Fraction(1, 300), Fraction(1, 2)], [Fraction(1, 3), Fraction(2, 3)])
+    0.01
     """
-    p = np.asarray(p_values, dtype=np.float64)
-    w = np.asarray(weights, dtype=np.float64)
-    if p.size == 0 or p.shape != w.shape or (w <= 0).any() or not np.isclose(w.sum(), 1.0):
-        raise ValueError(f"need one positive weight per p-value, summing to 1; got {w.tolist()}")
-    return float(min(1.0, (p / w).min()))
+    p = [Fraction(v) for v in p_values]
+    w = [Fraction(v) for v in weights]
+    if not p or len(p) != len(w) or min(w) <= 0 or not math.isclose(sum(w), 1.0):
+        raise ValueError(f"need one positive weight per p-value, summing to 1; got {weights}")
+    quotients = [pf / wf for pf, wf in zip(p, w, strict=True)]
+    return float(min([Fraction(1), *quotients]))
 
 
 def combine_min_p(scores: np.ndarray, *, alpha: float) -> PermutationOutcome:
