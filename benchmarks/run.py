@@ -206,7 +206,13 @@ def cost_run(method: str, n: int, *, timeout: float, mem_gb: float) -> dict[str,
     tail = err[-1] if err else f"exit {proc.returncode}"
     oom = any(
         key in proc.stderr
-        for key in ("MemoryError", "out of memory", "Unable to allocate", "std::bad_alloc")
+        for key in (
+            "MemoryError",
+            "out of memory",
+            "Unable to allocate",
+            "std::bad_alloc",
+            "can't allocate memory",  # torch's CPU allocator
+        )
     )
     if oom or proc.returncode == -9:
         status = f"out of memory (> {mem_gb:.0f} GB address space)"
@@ -236,6 +242,13 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
+
+
+def _shared_note(load: Sequence[float]) -> str:
+    """A warning beside a part's load average when it exceeded the core count: other jobs
+    then competed with the measurement, and wall times are inflated."""
+    busy = max(load) > (os.cpu_count() or 1)
+    return " (above the core count: other jobs shared this machine)" if busy else ""
 
 
 def _machine() -> str:
@@ -492,7 +505,7 @@ def write_results(path: Path, state: Path) -> None:
             f" at commit {meta.get('commit', 'unknown')},"
             f" thread settings {meta.get('threads') or 'default'};"
             f" load average (1 min) {meta['load'][0]} at start, {meta['load'][1]} at end, on"
-            f" {os.cpu_count()} cores (other jobs shared this machine)"
+            f" {os.cpu_count()} cores{_shared_note(meta['load'])}"
         )
         if meta["quick"]:
             lines.append(
