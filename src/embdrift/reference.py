@@ -1507,12 +1507,25 @@ def _check_verdict_reachable(
             needed += 1
         while needed > 1 and float(Fraction(1, needed) / weight) <= alpha:
             needed -= 1
-        light = [names[j] for cols, w in voting if w == weight for j in cols]
-        through = "" if len(voting) == 1 else f" through {', '.join(light)} (weight {weight})"
+        light = "; ".join(", ".join(names[j] for j in cols) for cols, w in voting if w == weight)
+        if parameter == "n_calibration":
+            fix = (
+                f"refit with Reference.fit(..., n_calibration={needed}), or use"
+                " calibration='permutation'"
+            )
+        else:
+            fix = f"use {parameter} >= {needed}"
+        if len(voting) == 1:
+            what = f"the verdict's p-value cannot go below {float(floor):.3g}"
+            outcome = "so it could never flag drift"
+        else:
+            what = (
+                f"the verdict's p-value through the family of {light} (weight {weight})"
+                f" cannot go below {float(floor):.3g}"
+            )
+            outcome = f"so {light} could never move the verdict"
         raise InvalidParameterError(
-            f"With {parameter}={n_replicates} the verdict's p-value{through} cannot go below"
-            f" {float(floor):.3g}, above alpha={alpha}, so it could never flag drift. Use"
-            f" {parameter} >= {needed}."
+            f"With {parameter}={n_replicates} {what}, above alpha={alpha}, {outcome}: {fix}."
         )
 
 
@@ -1531,9 +1544,11 @@ def _combine_families(
     (:func:`~embdrift.stats.permutation.weighted_bonferroni`, in exact fractions, so that a
     verdict p-value equal to alpha is not rounded above it), the plain min-p when there is
     one family. A family whose decision metrics are left out of this check (every score
-    −inf, observed and permuted alike: an event symmetric in the B + 1 rows, so the
-    remaining families stay valid) gives its weight to the others; when every decision
-    metric is left out, ``InsufficientDataError``.
+    −inf, observed and permuted alike) gives its weight to the others; when every decision
+    metric is left out, ``InsufficientDataError``. That keeps the verdict exact because the
+    only way a whole column is −inf is the large-n ``energy`` left out on the window sizes
+    alone, which depends on neither the embeddings nor the split. (The check of the
+    replicate count still counts such a family: conservative.)
     """
     p_values = np.empty(scores.shape[1])
     critical = np.empty(scores.shape[1])

@@ -29,6 +29,7 @@ min-p within each family, then :func:`weighted_bonferroni` across them.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -195,12 +196,22 @@ def weighted_bonferroni(
     >>> weighted_bonferroni([Fraction(1, 300), Fraction(1, 2)], [Fraction(1, 3), Fraction(2, 3)])
     0.01
     """
-    p = [Fraction(v) for v in p_values]
-    w = [Fraction(v) for v in weights]
-    if not p or len(p) != len(w) or min(w) <= 0 or not math.isclose(sum(w), 1.0):
+    p = [_exact(v) for v in p_values]
+    w = [_exact(v) for v in weights]
+    if not p or len(p) != len(w) or min(w) <= 0 or not math.isclose(sum(w), 1.0, rel_tol=1e-6):
         raise ValueError(f"need one positive weight per p-value, summing to 1; got {weights}")
     quotients = [pf / wf for pf, wf in zip(p, w, strict=True)]
     return float(min([Fraction(1), *quotients]))
+
+
+def _exact(value: float | Fraction) -> Fraction:
+    """A finite number as an exact fraction (any float type, or a rational as it is)."""
+    if isinstance(value, numbers.Rational):
+        return Fraction(value)
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"p-values and weights must be finite; got {value!r}")
+    return Fraction(number)
 
 
 def combine_min_p(scores: np.ndarray, *, alpha: float) -> PermutationOutcome:
