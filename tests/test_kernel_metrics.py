@@ -206,6 +206,26 @@ def test_a_permutation_count_the_verdict_cannot_fire_with_is_refused() -> None:
     assert result.method == "group_permutation" and result.drifted
 
 
+@pytest.mark.parametrize("exact_rows", [2000, 100])
+def test_the_default_permutation_count_lets_every_family_reach_a_small_alpha(
+    exact_rows: int,
+) -> None:
+    """Without n_permutations a check runs at any alpha: at 0.01 (kernel weight 2/5) the
+    defaults 500 (exact) and 200 (large n) would leave the kernel family's floor at
+    1/(501 * 2/5) ~ 0.005 and 1/(201 * 2/5) ~ 0.012 (the latter refused); the default is
+    raised to 999, so that even the lighter family has (B + 1) alpha w >= 4, and a strong
+    drift is flagged at that level."""
+    x, y = make_scenario("mean_shift", n_reference=300, n_current=150, dim=16, seed=2)
+    ref = Reference.fit(x, seed=0, exact_rows=exact_rows)
+    at_05 = ref.compare(y, seed=1)
+    assert at_05.n_permutations == (500 if exact_rows == 2000 else 200)
+    at_01 = ref.compare(y + 0.5, seed=1, alpha=0.01)
+    assert at_01.path == ("exact" if exact_rows == 2000 else "large_n")
+    assert at_01.n_permutations == 999
+    assert at_01.drifted and at_01.p_value <= 0.01
+    assert ref.compare(y, seed=1, alpha=0.2).n_permutations == at_05.n_permutations
+
+
 def test_a_stored_null_of_too_few_replicates_is_refused() -> None:
     """A stored null of 19 replicates gives p-values of at least 1/20: at alpha = 0.01 the
     check is refused with the n_calibration that can fire, not run to a verdict that never

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.decomposition import PCA
 
+from embdrift.errors import InvalidParameterError
 from embdrift.projection import FrozenPCA
 from embdrift.synthetic import make_scenario
 
@@ -65,6 +66,22 @@ def test_residual_norm_matches_least_squares_projection() -> None:
     coef, *_ = np.linalg.lstsq(pca.components_.T, centered.T, rcond=None)
     expected = np.linalg.norm(centered - (pca.components_.T @ coef).T, axis=1)
     np.testing.assert_allclose(pca.residual_norm(x), expected, rtol=1e-6, atol=1e-9)
+
+
+def test_scores_with_residuals_outside_a_wider_projection_take_one_pass() -> None:
+    """Scores on the top 3 and residual norms outside the top 7 of one fit, in one call, equal
+    the two projections' own results; a projection of another mean is refused."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(300, 12)) @ rng.normal(size=(12, 12))
+    base = FrozenPCA(n_components=7).fit(x)
+    top, wide = base.truncated(3), base.truncated(7)
+    scores, residuals = top.scores_and_residuals(x, outside=wide)
+    np.testing.assert_allclose(scores, top.transform(x), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(residuals, wide.residual_norm(x), rtol=1e-10, atol=1e-10)
+    assert not np.allclose(residuals, top.residual_norm(x))
+    other = FrozenPCA(n_components=7).fit(x + 1.0)
+    with pytest.raises(InvalidParameterError, match="same mean"):
+        top.scores_and_residuals(x, outside=other)
 
 
 def test_components_are_reduced_for_small_samples_and_roundtrip() -> None:

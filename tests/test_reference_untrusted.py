@@ -213,6 +213,7 @@ def test_deeply_nested_metadata_is_refused(ref_file: Path, tmp_path: Path) -> No
         ("sample", np.full((5, 12), np.nan, np.float32), "NaN or inf"),
         ("sample", np.zeros((5, 7), np.float32), "'sample' has shape"),
         ("pca_mean", np.zeros((2, 12)), "'pca_mean' has shape"),
+        ("outer_pca_mean", np.full(12, 0.5), "different means"),
         ("anchors", np.zeros((0, 12), np.float32), "'anchors' has shape"),
         ("sample", np.zeros((5, 12), np.int64), "only float arrays"),
         ("sample", np.zeros((5, 12), np.complex64), "only float arrays"),

@@ -101,21 +101,38 @@ class FrozenPCA:
         """
         return self.scores_and_residuals(x)[1]
 
-    def scores_and_residuals(self, x: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    def scores_and_residuals(
+        self, x: npt.ArrayLike, *, outside: FrozenPCA | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Raw scores (n, k) and residual norms (n,) in one pass over the rows.
 
-        Computed in float64 on chunks of ``_CHUNK_ROWS`` rows, so the float64 copy of the
-        centred rows stays a few MB whatever n is.
+        The residual norms are those outside this projection's subspace, or outside that of
+        ``outside``, a projection of the same mean (a wider one, say): one product with both
+        sets of components serves both. Computed in float64 on chunks of ``_CHUNK_ROWS``
+        rows, so the float64 copy of the centred rows stays a few MB whatever n is.
         """
         arr = as_embeddings(x, name="x", dim=self.dim)
+        k = self.components_.shape[0]
+        if outside is None or outside is self:
+            components = self.components_
+            inside = slice(0, k)
+        elif np.array_equal(outside.mean_, self.mean_):
+            components = np.vstack([self.components_, outside.components_])
+            inside = slice(k, None)
+        else:
+            raise InvalidParameterError(
+                "'outside' must be a projection of the same mean as this one (both truncated"
+                " from one fit); project with each separately instead."
+            )
         n = arr.shape[0]
-        scores = np.empty((n, self.components_.shape[0]))
+        scores = np.empty((n, k))
         residuals = np.empty(n)
         for start in range(0, n, _CHUNK_ROWS):
             centered = arr[start : start + _CHUNK_ROWS] - self.mean_  # float64
-            part = centered @ self.components_.T
-            sq = np.einsum("ij,ij->i", centered, centered) - np.einsum("ij,ij->i", part, part)
-            scores[start : start + part.shape[0]] = part
+            part = centered @ components.T
+            kept = part[:, inside]
+            sq = np.einsum("ij,ij->i", centered, centered) - np.einsum("ij,ij->i", kept, kept)
+            scores[start : start + part.shape[0]] = part[:, :k]
             residuals[start : start + part.shape[0]] = np.sqrt(np.maximum(sq, 0.0))
         return scores, residuals
 

@@ -413,8 +413,10 @@ class Reference:
         projection = base.truncated(
             n_components, align_to=None if align_to is None else align_to.projection
         )
+        # At most d - 1 components, so something is left outside them on full-rank data.
+        outer = base.truncated(outer_k)
         bandwidth = median_bandwidth(fit_rows, seed=rng)
-        fit_scores = projection.transform(fit_rows)
+        fit_scores, outer_norm = projection.scores_and_residuals(fit_rows, outside=outer)
         pc1_fit = fit_scores[:, 0] / projection.scale_[0]
         edges = np.quantile(pc1_fit, np.linspace(0, 1, n_bins + 1)[1:-1])
         anchors = fit_rows
@@ -422,9 +424,6 @@ class Reference:
             anchors = fit_rows[np.sort(rng.choice(n_fit, max_anchors, replace=False))]
         k = min(novelty_k, anchors.shape[0] - 1)
         loo = knn_mean_distance(anchors, anchors, k=k, exclude_self=True)
-        # At most d - 1 components, so something is left outside them on full-rank data.
-        outer = base.truncated(outer_k)
-        outer_norm = outer.residual_norm(fit_rows)
         residual_scale = float(np.std(outer_norm, ddof=1))
         n_freq = max(n_random_features // 2, 1)
         frequencies = rng.normal(scale=1.0 / bandwidth, size=(x.shape[1], n_freq))
@@ -527,7 +526,9 @@ class Reference:
         n_permutations : int, optional
             Random splits of the pooled rows; per-metric p-values are multiples of
             1/(n_permutations + 1), the verdict's of 1/((n_permutations + 1) w) for a family
-            weight w below. Default: 500 on the exact path, 200 on the large-n path. A count
+            weight w below. Default: 500 on the exact path, 200 on the large-n path, raised
+            at a small alpha so that (B + 1) alpha w >= 4 for every family (999 at
+            alpha = 0.01 with the default decision metrics). A count
             with which some family of decision metrics could never move the verdict
             (1 / ((B + 1) w) > alpha) raises ``InvalidParameterError`` naming the smallest
             that can (49 with the default decision metrics at alpha = 0.05); so does a stored
@@ -643,32 +644,33 @@ class Reference:
         n_ref, n_cur = ref.shape[0], cur.shape[0]
         table = self._stored_null(n_cur) if stored else None
         exact = max(n_ref, n_cur) <= self.params.exact_rows
-        if table is not None:
-            masks = np.zeros((1, n_ref + n_cur), dtype=np.float32)
-            masks[0, :n_ref] = 1.0
-            n_permutations = table.scores.shape[0]
-        else:
-            if n_permutations is None:
-                n_permutations = 500 if exact else 200
-            check_int(n_permutations, name="n_permutations", low=19)
-            if ref_groups is not None and cur_groups is not None:
-                _check_group_count(ref_groups, cur_groups, alpha)
         # The kernel statistics take their own permutations (of every reference row) only in a
         # row-level permutation check; otherwise every metric shares ``masks``.
         own_kernel_sides = (
             table is None and cur_groups is None and any(n in KERNEL_METRICS for n in names)
         )
         voting = _voting_families(names, deciding, separate=own_kernel_sides)
-        # A stored null's replicates were drawn at fit (Reference.fit's n_calibration).
-        count = "n_permutations" if table is None else "n_calibration"
-        _check_verdict_reachable(n_permutations, alpha, voting, names, parameter=count)
-        if table is None:
+        if table is not None:
+            # A stored null's replicates were drawn at fit (Reference.fit's n_calibration).
+            replicates = table.scores.shape[0]
+            _check_verdict_reachable(replicates, alpha, voting, names, parameter="n_calibration")
+            masks = np.zeros((1, n_ref + n_cur), dtype=np.float32)
+            masks[0, :n_ref] = 1.0
+        else:
+            replicates = (
+                _default_permutations(alpha, voting, exact=exact)
+                if n_permutations is None
+                else check_int(n_permutations, name="n_permutations", low=19)
+            )
+            if ref_groups is not None and cur_groups is not None:
+                _check_group_count(ref_groups, cur_groups, alpha)
+            _check_verdict_reachable(replicates, alpha, voting, names)
             if ref_groups is None or cur_groups is None:
-                masks = permutation_masks(n_ref, n_cur, n_permutations, rng)
+                masks = permutation_masks(n_ref, n_cur, replicates, rng)
             else:
-                masks = group_permutation_masks(ref_groups, cur_groups, n_permutations, rng)
+                masks = group_permutation_masks(ref_groups, cur_groups, replicates, rng)
         if own_kernel_sides:
-            kernel = self._permuted_sides(cur, n_permutations, exact=exact, rng=rng)
+            kernel = self._permuted_sides(cur, replicates, exact=exact, rng=rng)
         elif cur_groups is not None:
             kernel = self._anchored_sides(masks, exact=exact)
         else:
@@ -727,7 +729,7 @@ class Reference:
                 if cur_groups is None
                 else "group_permutation"
             ),
-            n_permutations=n_permutations,
+            n_permutations=replicates,
             path="exact" if exact else "large_n",
             decision_metrics=tuple(deciding),
             bandwidth=kernel.bandwidth if "mmd" in names else None,
@@ -855,10 +857,11 @@ class Reference:
         novelty = np.empty(n)
         for i in range(0, n, _CHUNK_ROWS):
             chunk = x[i : i + _CHUNK_ROWS]
-            scores[i : i + len(chunk)] = self.projection.transform(chunk) / self.projection.scale_
-            residuals[i : i + len(chunk)] = (
-                self.outer_projection.residual_norm(chunk) / self.residual_scale
+            raw, outer_norm = self.projection.scores_and_residuals(
+                chunk, outside=self.outer_projection
             )
+            scores[i : i + len(chunk)] = raw / self.projection.scale_
+            residuals[i : i + len(chunk)] = outer_norm / self.residual_scale
             novelty[i : i + len(chunk)] = knn_mean_distance(
                 chunk, self.anchors, k=self.params.novelty_k
             )
@@ -1378,6 +1381,12 @@ def _check_arrays(arrays: Mapping[str, np.ndarray], params: ReferenceParams, sou
                 f" {tuple('n' if w is None else w for w in want)} for a reference of dimension"
                 f" {d}. The file is corrupt or forged."
             )
+    if not np.array_equal(arrays["pca_mean"], arrays["outer_pca_mean"]):
+        raise ReferenceFormatError(
+            f"{str(source)!r}: the projection and the outer projection have different means"
+            " ('pca_mean', 'outer_pca_mean'); both come from one fit. The file is corrupt or"
+            " forged."
+        )
 
 
 # ---------------------------------------------------------------------- metric wiring
@@ -1485,6 +1494,25 @@ def _voting_families(
         if members:
             voting.append((members, Fraction(len(members), len(deciding))))
     return voting
+
+
+#: Permutations of a check by default: on the exact path, on the large-n path.
+_DEFAULT_PERMUTATIONS = (500, 200)
+#: A default count leaves at least this many permutations' room below each family's level:
+#: (B + 1) alpha w >= 4, which the large-n default of 200 meets at alpha = 0.05 (w = 2/5).
+_DEFAULT_ROOM = 4
+
+
+def _default_permutations(
+    alpha: float, voting: Sequence[tuple[Sequence[int], Fraction]], *, exact: bool
+) -> int:
+    """The default permutation count: 500 on the exact path, 200 on the large-n path, raised
+    at a small alpha to the smallest B with (B + 1) alpha w >= 4 for the lightest family
+    weight w (999 at alpha = 0.01 with the default decision metrics), so that the default
+    never leaves a family unable to move the verdict."""
+    weight = min(w for _, w in voting)
+    needed = math.ceil(_DEFAULT_ROOM / (Fraction(alpha) * weight)) - 1
+    return max(_DEFAULT_PERMUTATIONS[0] if exact else _DEFAULT_PERMUTATIONS[1], needed)
 
 
 def _check_verdict_reachable(

@@ -10,6 +10,7 @@ import itertools
 import numpy as np
 import pytest
 import scipy.stats
+from sklearn.neighbors import NearestNeighbors
 
 from embdrift import Reference
 from embdrift.projection import FrozenPCA
@@ -19,6 +20,7 @@ from embdrift.stats.twosample import (
     FeatureMMD,
     Wasserstein1D,
     column_sums,
+    knn_mean_distance,
     random_fourier_features,
 )
 from embdrift.synthetic import make_scenario
@@ -65,6 +67,27 @@ def test_column_sums_in_chunks_equal_one_product() -> None:
     z32 = z.astype(np.float32)
     sums32, _ = column_sums(masks, ((i, z32[i : i + 64]) for i in range(0, 200, 64)))
     np.testing.assert_allclose(sums32, masks.astype(np.float64) @ z32, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 5, 8, 9, 20])
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_knn_mean_distance_matches_scikit_learn(k: int, exclude_self: bool) -> None:
+    # k <= 8 takes k passes of row minima, k > 8 one partition; chunks of 64 rows cross the
+    # leave-one-out diagonal at an offset; duplicated anchors make ties.
+    rng = np.random.default_rng(k)
+    anchors = rng.normal(size=(150, 12)).astype(np.float32)
+    anchors[1::7] = anchors[0]
+    rows = anchors if exclude_self else rng.normal(size=(300, 12)).astype(np.float32)
+    got = knn_mean_distance(rows, anchors, k=k, exclude_self=exclude_self, chunk=64)
+    tree = NearestNeighbors(n_neighbors=k + exclude_self).fit(anchors.astype(np.float64))
+    dist, index = tree.kneighbors(rows.astype(np.float64))
+    if exclude_self:
+        # Drop each row's own anchor (not merely the first zero: a duplicate is a neighbour).
+        own = index == np.arange(len(rows))[:, None]
+        own[own.sum(axis=1) == 0, -1] = True
+        dist = dist[~own].reshape(len(rows), k)
+    # float32 BLAS distances: a duplicate's 0 comes out near sqrt(eps32) * |r| (~1e-3 here).
+    np.testing.assert_allclose(got, dist.mean(axis=1), rtol=2e-4, atol=3e-3)
 
 
 def test_permutation_masks_draw_every_split_uniformly() -> None:

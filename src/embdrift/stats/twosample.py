@@ -469,7 +469,9 @@ def knn_mean_distance(
     """Mean Euclidean distance (n,) from each row to its ``k`` nearest ``anchors``.
 
     Exact brute force in row chunks (memory O(chunk x anchors)); ``exclude_self`` drops the
-    distance of row i to anchor i (leave-one-out, when ``rows`` are the anchors).
+    distance of row i to anchor i (leave-one-out, when ``rows`` are the anchors). The nearest
+    anchors are chosen on ‖a‖² − 2 r·a, which orders the anchors of row r as ‖r − a‖² does;
+    ‖r‖² is added to the k chosen only.
     """
     out = np.empty(rows.shape[0])
     a32 = np.asarray(anchors, dtype=np.float32)
@@ -477,13 +479,37 @@ def knn_mean_distance(
     for start in range(0, rows.shape[0], chunk):
         r32 = np.asarray(rows[start : start + chunk], dtype=np.float32)
         # float32 BLAS: distances to the nearest anchors need ~1e-4 relative accuracy only.
-        block = np.einsum("ij,ij->i", r32, r32)[:, None] + a_sq[None, :] - 2.0 * (r32 @ a32.T)
-        np.maximum(block, 0.0, out=block)
+        block = r32 @ a32.T
+        block *= np.float32(-2.0)
+        block += a_sq[None, :]
         if exclude_self:
             idx = np.arange(block.shape[0])
             block[idx, start + idx] = np.inf
-        nearest = np.partition(block, k - 1, axis=1)[:, :k]
+        nearest = _smallest_per_row(block, k)
+        nearest += np.einsum("ij,ij->i", r32, r32)[:, None]
+        np.maximum(nearest, 0.0, out=nearest)
         out[start : start + chunk] = np.sqrt(nearest).mean(axis=1)
+    return out
+
+
+#: Up to this many neighbours, :func:`_smallest_per_row` takes k passes of row minima; above
+#: it, one introselect (``np.partition``). With 500 anchors per row the passes are faster up
+#: to k = 8 on numpy 2 and 4-8x faster at k = 5 on numpy 1.26, whose partition is not
+#: vectorised.
+_MINIMA_PASSES_K = 8
+
+
+def _smallest_per_row(block: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` smallest values of each row of ``block`` (r, c), in no particular order;
+    ``block`` is overwritten."""
+    if k > _MINIMA_PASSES_K:
+        return np.partition(block, k - 1, axis=1)[:, :k]
+    rows = np.arange(block.shape[0])
+    out = np.empty((block.shape[0], k), dtype=block.dtype)
+    for j in range(k):
+        first = np.argmin(block, axis=1)
+        out[:, j] = block[rows, first]
+        block[rows, first] = np.inf
     return out
 
 
