@@ -212,6 +212,19 @@ def test_too_few_permutations_exit_2_naming_the_count(
     assert not (tmp_path / "s.duckdb").exists()
 
 
+def test_default_permutations_follow_alpha(files: dict[str, Path], tmp_path: Path) -> None:
+    """Without --permutations the check takes compare's default, which rises with a small
+    --alpha (999 at 0.01), so the default command works at any level."""
+    assert (
+        run(["reference", "build", str(files["week0"]), "-o", "ref.npz"], tmp_path).returncode == 0
+    )
+    args = ["check", "-r", "ref.npz", str(files["same"].with_suffix(".npy")), "--json"]
+    for alpha, expected in (("0.05", 500), ("0.01", 999)):
+        proc = run([*args, "--alpha", alpha], tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["n_permutations"] == expected
+
+
 def test_locked_store_names_the_holder(files: dict[str, Path], tmp_path: Path) -> None:
     assert (
         run(["reference", "build", str(files["week0"]), "-o", "ref.npz"], tmp_path).returncode == 0

@@ -183,6 +183,8 @@ def test_extra_or_path_named_members_are_refused(ref_file: Path, tmp_path: Path)
         (lambda m: m.update(reference_id=["x"]), "'reference_id' must be"),
         (lambda m: m["params"].update(n_random_features=10**6), "rff_frequencies"),
         (lambda m: m["params"].update(n_bins=3), "pc1_edges"),
+        (lambda m: m["params"].update(novelty_k=0), "novelty_k=0"),
+        (lambda m: m["params"].update(novelty_k=10**6), "novelty_k=1000000"),
         (lambda m: m.update(nulls="../../etc/passwd"), "'nulls' must be"),
         (
             lambda m: m.update(nulls=[{"window": "/etc/passwd", "exact": 1, "metrics": []}]),

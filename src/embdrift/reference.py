@@ -527,8 +527,10 @@ class Reference:
             Random splits of the pooled rows; per-metric p-values are multiples of
             1/(n_permutations + 1), the verdict's of 1/((n_permutations + 1) w) for a family
             weight w below. Default: 500 on the exact path, 200 on the large-n path, raised
-            at a small alpha so that (B + 1) alpha w >= 4 for every family (999 at
-            alpha = 0.01 with the default decision metrics). A count
+            when alpha or a family's weight w is small so that (B + 1) alpha w >= 4, at most
+            to 999 (999 at alpha = 0.01 in a row-level check with the default decision
+            metrics). Memory: each set of assignments is (B + 1) x N float32, N the pooled
+            rows (two sets in a row-level check: the kernel family's and the others'). A count
             with which some family of decision metrics could never move the verdict
             (1 / ((B + 1) w) > alpha) raises ``InvalidParameterError`` naming the smallest
             that can (49 with the default decision metrics at alpha = 0.05); so does a stored
@@ -1381,6 +1383,12 @@ def _check_arrays(arrays: Mapping[str, np.ndarray], params: ReferenceParams, sou
                 f" {tuple('n' if w is None else w for w in want)} for a reference of dimension"
                 f" {d}. The file is corrupt or forged."
             )
+    n_anchors = arrays["anchors"].shape[0]
+    if not 1 <= params.novelty_k < n_anchors:
+        raise ReferenceFormatError(
+            f"{str(source)!r}: novelty_k={params.novelty_k} with {n_anchors} anchors; a reference"
+            " keeps 1 <= novelty_k < its number of anchors. The file is corrupt or forged."
+        )
     if not np.array_equal(arrays["pca_mean"], arrays["outer_pca_mean"]):
         raise ReferenceFormatError(
             f"{str(source)!r}: the projection and the outer projection have different means"
@@ -1501,18 +1509,22 @@ _DEFAULT_PERMUTATIONS = (500, 200)
 #: A default count leaves at least this many permutations' room below each family's level:
 #: (B + 1) alpha w >= 4, which the large-n default of 200 meets at alpha = 0.05 (w = 2/5).
 _DEFAULT_ROOM = 4
+#: The default count rises no further (each set of assignments is (B + 1) x N float32); a
+#: level that needs more is refused with the count that reaches it, for the caller to choose.
+_MAX_DEFAULT_PERMUTATIONS = 999
 
 
 def _default_permutations(
     alpha: float, voting: Sequence[tuple[Sequence[int], Fraction]], *, exact: bool
 ) -> int:
     """The default permutation count: 500 on the exact path, 200 on the large-n path, raised
-    at a small alpha to the smallest B with (B + 1) alpha w >= 4 for the lightest family
-    weight w (999 at alpha = 0.01 with the default decision metrics), so that the default
-    never leaves a family unable to move the verdict."""
+    when alpha or the lightest family weight w is small to the smallest B with
+    (B + 1) alpha w >= 4 (999 at alpha = 0.01 with the default decision metrics in a
+    row-level check, w = 2/5), at most 999."""
     weight = min(w for _, w in voting)
     needed = math.ceil(_DEFAULT_ROOM / (Fraction(alpha) * weight)) - 1
-    return max(_DEFAULT_PERMUTATIONS[0] if exact else _DEFAULT_PERMUTATIONS[1], needed)
+    base = _DEFAULT_PERMUTATIONS[0] if exact else _DEFAULT_PERMUTATIONS[1]
+    return max(base, min(needed, _MAX_DEFAULT_PERMUTATIONS))
 
 
 def _check_verdict_reachable(

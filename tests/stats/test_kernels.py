@@ -13,6 +13,7 @@ import scipy.stats
 from sklearn.neighbors import NearestNeighbors
 
 from embdrift import Reference
+from embdrift.errors import InvalidParameterError
 from embdrift.projection import FrozenPCA
 from embdrift.stats.permutation import permutation_masks
 from embdrift.stats.twosample import (
@@ -88,6 +89,14 @@ def test_knn_mean_distance_matches_scikit_learn(k: int, exclude_self: bool) -> N
         dist = dist[~own].reshape(len(rows), k)
     # float32 BLAS distances: a duplicate's 0 comes out near sqrt(eps32) * |r| (~1e-3 here).
     np.testing.assert_allclose(got, dist.mean(axis=1), rtol=2e-4, atol=3e-3)
+
+
+def test_knn_mean_distance_refuses_a_k_the_anchors_cannot_give() -> None:
+    anchors = np.eye(6, dtype=np.float32)
+    for k, exclude_self in ((0, False), (7, False), (6, True), (9, False)):
+        with pytest.raises(InvalidParameterError, match=f"k={k} nearest anchors"):
+            knn_mean_distance(anchors, anchors, k=k, exclude_self=exclude_self)
+    assert knn_mean_distance(anchors, anchors, k=5, exclude_self=True).shape == (6,)
 
 
 def test_permutation_masks_draw_every_split_uniformly() -> None:

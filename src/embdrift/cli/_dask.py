@@ -27,7 +27,7 @@ def check_on_dask(
     timestamp_column: str,
     stream: str,
     alpha: float,
-    calibration: int,
+    calibration: int | None,
     seed: int,
     column: str | None,
     split_row_groups: bool,
@@ -48,7 +48,8 @@ def check_on_dask(
             )
         span = parsed
     ref = Reference.load(reference)
-    monitor = StreamMonitor(ref, alpha=alpha, n_calibration=calibration, seed=seed)
+    replicates = {} if calibration is None else {"n_calibration": calibration}
+    monitor = StreamMonitor(ref, alpha=alpha, seed=seed, **replicates)
     where = scheduler or f"a local cluster ({workers or 'one per core'} workers)"
     with progress() as bar, connect(scheduler, n_workers=workers) as client:
         task = bar.add_task(f"sketching {source} on {where}", total=None)

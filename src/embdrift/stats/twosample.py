@@ -20,6 +20,8 @@ from typing import Protocol
 
 import numpy as np
 
+from embdrift.errors import InvalidParameterError
+
 __all__ = [
     "EnergyStatistic",
     "FeatureMMD",
@@ -473,6 +475,12 @@ def knn_mean_distance(
     anchors are chosen on ‖a‖² − 2 r·a, which orders the anchors of row r as ‖r − a‖² does;
     ‖r‖² is added to the k chosen only.
     """
+    candidates = anchors.shape[0] - int(exclude_self)
+    if not 1 <= k <= candidates:
+        raise InvalidParameterError(
+            f"k={k} nearest anchors asked of {candidates} candidate anchors per row; use"
+            f" 1 <= k <= {candidates}."
+        )
     out = np.empty(rows.shape[0])
     a32 = np.asarray(anchors, dtype=np.float32)
     a_sq = np.einsum("ij,ij->i", a32, a32)
