@@ -223,6 +223,9 @@ def test_default_permutations_follow_alpha(files: dict[str, Path], tmp_path: Pat
         proc = run([*args, "--alpha", alpha], tmp_path)
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["n_permutations"] == expected
+    proc = run([*args, "--calibration", "stored", "--permutations", "99"], tmp_path)
+    assert proc.returncode == 2
+    assert "drop --permutations" in " ".join(proc.stderr.split())
 
 
 def test_locked_store_names_the_holder(files: dict[str, Path], tmp_path: Path) -> None:

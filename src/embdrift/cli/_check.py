@@ -45,9 +45,11 @@ def check(
         typer.Option(
             help="Permutations behind the p-values (at least 49 at alpha 0.05 with the default"
             " decision metrics, so that every decision metric can move the verdict). Default:"
-            " 500 when no side holds more than 2,000 rows (the exact path), else 200; more at a"
-            " small --alpha (999 at 0.01)."
-            " With --engine dask: the sketch null's replicates (default 500)."
+            " 500 on the exact path (the reference's held-out rows, half of those it was built"
+            " from, and the window both at most 2,000), else 200; more at a small --alpha (999"
+            " at 0.01). With --engine dask: the sketch null's replicates (default 500). Not"
+            " with --calibration stored (its replicates are 'reference build"
+            " --null-replicates')."
         ),
     ] = None,
     calibration: Annotated[
@@ -118,6 +120,11 @@ def check(
 
     check_choice(engine, name="--engine", choices=("local", "dask"))
     stored = check_choice(calibration, name="--calibration", choices=CALIBRATIONS) == "stored"
+    if stored and permutations is not None:
+        raise InvalidParameterError(
+            "--calibration stored ranks each statistic among the replicates stored by"
+            " 'reference build --null-replicates'; drop --permutations."
+        )
     if engine == "dask" and stored:
         raise InvalidParameterError(
             "--engine dask tests merged sketches against their own null; drop --calibration."
