@@ -501,15 +501,15 @@ def knn_mean_distance(
 
 
 #: Up to this many neighbours, :func:`_smallest_per_row` takes k passes of row minima; above
-#: it, one introselect (``np.partition``). With 500 anchors per row the passes are faster up
-#: to k = 8 on numpy 2 and 4-8x faster at k = 5 on numpy 1.26, whose partition is not
-#: vectorised.
+#: it, one introselect (``np.partition``). With 500 anchors per row the passes are the faster
+#: up to about k = 8 on numpy 2, and several times faster at k = 5 on numpy 1.26, whose
+#: partition is not vectorised (the peers environment of ``benchmarks/run.py``).
 _MINIMA_PASSES_K = 8
 
 
 def _smallest_per_row(block: np.ndarray, k: int) -> np.ndarray:
     """The ``k`` smallest values of each row of ``block`` (r, c), in no particular order;
-    ``block`` is overwritten."""
+    ``block`` may be overwritten."""
     if k > _MINIMA_PASSES_K:
         return np.partition(block, k - 1, axis=1)[:, :k]
     rows = np.arange(block.shape[0])
