@@ -8,6 +8,7 @@ rank-error bound), the population the reservoir samples from, and ``StreamMonito
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import json
 import os
 import signal
@@ -407,8 +408,9 @@ def test_cli_check_and_daily_series_on_the_cluster(
     big.save(tmp_path / "ref.npz")
     address = client.scheduler.address
     base_args = [sys.executable, "-m", "embdrift", "check", "--engine", "dask"]
-    common = ["--scheduler", address, "--reference", "ref.npz", "--permutations", str(N_CAL)]
+    common = ["--scheduler", address, "--reference", "ref.npz"]
     store = tmp_path / "s.duckdb"
+    # Without --permutations the check takes the stream monitor's default calibration.
     proc = subprocess.run(
         [*base_args, *common, "data/day=0/part-*.parquet", "--json", "--store", str(store)],
         cwd=tmp_path,
@@ -420,6 +422,9 @@ def test_cli_check_and_daily_series_on_the_cluster(
     result = json.loads(proc.stdout)
     assert result["method"] == "sketch" and result["n_current"] == 800
     assert result["reference_id"] == big.reference_id
+    default = inspect.signature(StreamMonitor).parameters["n_calibration"].default
+    assert result["n_permutations"] == default
+    common += ["--permutations", str(N_CAL)]
     proc = subprocess.run(
         [*base_args, *common, "data/day=*/part-*.parquet", "--window", "1d"]
         + ["--timestamp-column", "ts", "--store", str(store), "--stream", "daily"],
