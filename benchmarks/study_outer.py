@@ -1,19 +1,20 @@
 """Study: how many leading PCs should the "outer" subspace hold? (Not part of ``make bench``.)
 
 ``reconstruction_error`` and ``residual_mean_shift`` look outside the reference's top
-``outer_components`` PCs (``Reference.fit``). The synthetic world's within-cluster variation
-spans about 56 directions (8 reference clusters, each a centre and 6 strong directions); outside
-50 PCs some of it is left, and its own variance hides part of a change of spread there. This
-prints, for several ``outer_components``, the power (or, on ``none``, the false-alarm rate) of
-the verdict of ``Reference.compare`` (default settings) and of the two metrics alone, at
-alpha = 0.05 on every benchmark scenario, the same seeds and windows as ``benchmarks/run.py``::
+``outer_components`` PCs (``Reference.fit``). The synthetic reference clusters span about 56
+directions (8 clusters, each a centre and 6 strong directions); outside 50 PCs some of that is
+left, and its own variance may hide part of a change of spread there. This prints, for several
+``outer_components``, the power (or, on ``none``, the false-alarm rate) of the verdict of
+``Reference.compare`` (default settings) and of the two metrics alone, at alpha = 0.05 on every
+benchmark scenario, on the pairs and seeds of ``benchmarks/run.py``'s detection part (its
+first ``--seeds`` seeds; its ``none`` row has 1,000)::
 
     .venv/bin/python benchmarks/study_outer.py --seeds 300
 
-``--large-reference`` instead: a larger reference, as a monitor keeps one (half of every
-real-text base section's rows, about 3,200, so 1,600 fit rows), against windows of 300 rows of
-which 4% come from a section the reference never saw (``rust``, as in
-``tests/stream/test_stream_accuracy.py``); one reference per seed, ``--windows`` windows each.
+``--large-reference`` instead: the setting of ``tests/stream/test_stream_accuracy.py``, a
+larger reference (half of every real-text base section's rows, about 3,200, so 1,600 fit rows;
+a row-level split) against windows of 300 rows of which 4% come from a section the reference
+never saw (``rust``); one reference per seed, ``--windows`` windows each.
 ``--jobs 2`` splits the seeds over two processes.
 """
 
@@ -110,8 +111,15 @@ def _tally(hits: dict[str, int], outer: int, result: DriftResult) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=300, help="runs per scenario")
-    parser.add_argument("--n", type=int, default=500, help="rows per side")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=300,
+        help="runs per scenario (references with --large-reference)",
+    )
+    parser.add_argument(
+        "--n", type=int, default=500, help="rows per side (not with --large-reference)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument(
         "--large-reference",

@@ -338,9 +338,10 @@ class Reference:
             Leading PCs that make the reference's "outer" subspace. ``residual_mean_shift``
             compares means and ``reconstruction_error`` compares the residual norms outside
             it: the directions where the reference itself varies most hide a small shift or a
-            change of spread in their own variance, the rest of the space does not (a
-            spread change of 15% is found in 98% of the benchmark's runs outside 50 PCs,
-            in 87% outside the 10 PCs of ``n_components``).
+            change of spread in their own variance, the rest of the space does not. (On the
+            benchmark's 15% spread change ``reconstruction_error`` alone detects it in 96% of
+            runs outside 50 PCs; more PCs cost a larger real-text reference's new section:
+            ``benchmarks/study_outer.py``, docs/benchmarks.md.)
         align_to : Reference, optional
             The previous reference when refitting: its PCA orientation is kept, so PC1 does
             not flip from one reference to the next.

@@ -422,8 +422,9 @@ def test_cli_check_and_daily_series_on_the_cluster(
     result = json.loads(proc.stdout)
     assert result["method"] == "sketch" and result["n_current"] == 800
     assert result["reference_id"] == big.reference_id
+    # The monitor's default, which check --help states as 500.
     default = inspect.signature(StreamMonitor).parameters["n_calibration"].default
-    assert result["n_permutations"] == default
+    assert result["n_permutations"] == default == 500
     common += ["--permutations", str(N_CAL)]
     proc = subprocess.run(
         [*base_args, *common, "data/day=*/part-*.parquet", "--window", "1d"]
@@ -437,10 +438,11 @@ def test_cli_check_and_daily_series_on_the_cluster(
     assert "3 windows" in proc.stdout and "2026-03-03" in proc.stdout
     with duckdb.connect(str(store), read_only=True) as con:
         rows = con.execute(
-            "SELECT window_start, drifted, n_current FROM results WHERE stream = 'daily'"
-            " ORDER BY window_start"
+            "SELECT window_start, drifted, n_current, result_json FROM results"
+            " WHERE stream = 'daily' ORDER BY window_start"
         ).fetchall()
     assert [r[2] for r in rows] == [800, 800, 800]
+    assert [json.loads(r[3])["n_permutations"] for r in rows] == [N_CAL] * 3
     assert [r[0].day for r in rows] == [1, 2, 3]
     assert rows[2][1] is True  # the shifted day
     # Bad input: a message naming the file and exit status 2, no traceback.
