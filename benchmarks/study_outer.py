@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -30,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _scenarios as scenarios  # noqa: E402
 import numpy as np  # noqa: E402
+from _study import print_rates  # noqa: E402
 
 from embdrift.reference import Reference  # noqa: E402
 from embdrift.results import DriftResult  # noqa: E402
@@ -134,17 +134,15 @@ def main(argv: list[str] | None = None) -> int:
         runs = args.seeds * args.windows
     with ProcessPoolExecutor(args.jobs) as pool:
         for dataset, scenario in cases:
-            start = time.perf_counter()
-            parts = [range(j, args.seeds, args.jobs) for j in range(args.jobs)]
-            futures = [pool.submit(study, dataset, scenario, p, size) for p in parts]
-            hits: dict[str, int] = {}
-            for part in (f.result() for f in futures):
-                for key, count in part.items():
-                    hits[key] = hits.get(key, 0) + count
-            rates = ", ".join(f"{k} {v / runs:.3f}" for k, v in hits.items())
-            print(
-                f"{dataset} {scenario} ({runs} runs, {time.perf_counter() - start:.0f} s): {rates}",
-                flush=True,
+            print_rates(
+                pool,
+                study,
+                dataset,
+                scenario,
+                seeds=args.seeds,
+                jobs=args.jobs,
+                size=size,
+                runs=runs,
             )
     return 0
 

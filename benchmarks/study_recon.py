@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -38,6 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _scenarios as scenarios  # noqa: E402
+from _study import print_rates  # noqa: E402
 
 from embdrift.projection import FrozenPCA  # noqa: E402
 from embdrift.reference import DECISION_METRICS, Reference  # noqa: E402
@@ -150,16 +150,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with ProcessPoolExecutor(args.jobs) as pool:
         for dataset, scenario in (case.split(" ", 1) for case in args.cases):
-            start = time.perf_counter()
-            parts = [range(j, args.seeds, args.jobs) for j in range(args.jobs)]
-            futures = [pool.submit(rejections, dataset, scenario, p, args.n) for p in parts]
-            hits: dict[str, int] = {}
-            for part in (f.result() for f in futures):
-                for key, count in part.items():
-                    hits[key] = hits.get(key, 0) + count
-            rates = ", ".join(f"{k} {v / args.seeds:.3f}" for k, v in hits.items())
-            elapsed = time.perf_counter() - start
-            print(f"{dataset} {scenario} ({args.seeds} runs, {elapsed:.0f} s): {rates}", flush=True)
+            print_rates(
+                pool,
+                rejections,
+                dataset,
+                scenario,
+                seeds=args.seeds,
+                jobs=args.jobs,
+                size=args.n,
+                runs=args.seeds,
+            )
     return 0
 
 
