@@ -264,7 +264,7 @@ class EnergyStatistic:
     test_statistic = staticmethod(_identity)
 
 
-#: Rows per block of the blocked prefix sum in :func:`_scan_rows`.
+#: Rows per block of the blocked prefix sum in :func:`_scan_blocks`.
 _SCAN_BLOCK = 128
 #: Bytes of the working buffer of one batch of assignments in :meth:`Wasserstein1D.per_column`:
 #: small enough to stay in cache on common CPUs, large enough for long vector operations.
@@ -296,7 +296,7 @@ class Wasserstein1D:
     subtraction of r_i ∈ [0, 1) rounds. Large batches (more than 4e6 mask entries) run in float32
     with that scheme (relative error ~1e-6, from the float32 dot product with the gaps; half
     the memory traffic of float64); small ones in float64 (matching scipy to ~1e-14). The
-    prefix sum is blocked (:func:`_scan_rows`), since numpy's cumulative sum is a scalar
+    prefix sum is blocked (:func:`_scan_blocks`), since numpy's cumulative sum is a scalar
     loop, and assignments are processed in batches whose working buffer stays near 16 MB.
     """
 
@@ -312,7 +312,7 @@ class Wasserstein1D:
         return self.per_column(masks).mean(axis=1)
 
     def per_column(self, masks: np.ndarray) -> np.ndarray:
-        """W1 of every column (B, c) for each assignment in ``masks`` (B, N)."""
+        """W1 of every column (B, c) for each assignment in ``masks`` (B, N) of 0/1."""
         n, m = _sides(masks)
         n_rows, n_pooled = masks.shape
         n_cols = self._cols.shape[1]
@@ -323,44 +323,59 @@ class Wasserstein1D:
         dtype = np.float32 if constant and masks.size > _W1_FLOAT32_ENTRIES else np.float64
         length = n_pooled - 1
         block = min(_SCAN_BLOCK, length)
-        padded = -(-length // block) * block
+        n_blocks = -(-length // block)
+        padded = n_blocks * block
+        # The working buffer holds sorted position i = k * block + t at slot t * n_blocks + k
+        # (the layout of _scan_blocks); slots past the last position repeat it with a zero gap.
+        slot = np.arange(padded)
+        position = (slot % n_blocks) * block + slot // n_blocks  # 0-based sorted position
+        valid = position < length
+        position = np.minimum(position, length - 1)
+        order = self._order[position]  # (padded, c): slot -> pooled row, per column
         gaps = np.zeros((n_cols, 1, padded), dtype=dtype)
-        gaps[:, 0, :length] = self._gaps.T
-        order = self._order[:-1]  # (N - 1, c): sorted position -> pooled row, per column
-        position = np.arange(1, length + 1, dtype=np.int64)
+        gaps[:, 0, valid] = self._gaps[position[valid]].T
+        rank = position.astype(np.int64) + 1  # i, the count of values at or below the slot
         if constant:
             # i n / N = f_i + r_i: subtract the steps of f_i before the prefix sum (exact
             # integers), the fraction r_i after it.
             n_ref = int(round(n[0]))
-            floor = position * n_ref // n_pooled
-            steps = np.zeros((padded, 1, 1), dtype=dtype)
-            steps[:length, 0, 0] = np.diff(floor, prepend=0)
-            fraction = np.zeros((padded, 1, 1), dtype=dtype)
-            fraction[:length, 0, 0] = (position * n_ref - floor * n_pooled) / n_pooled
+            floor = rank * n_ref // n_pooled
+            steps = np.where(valid, floor - (rank - 1) * n_ref // n_pooled, 0)
+            steps = steps.astype(dtype)[:, None, None]
+            fraction = np.where(valid, (rank * n_ref - floor * n_pooled) / n_pooled, 0.0)
+            fraction = fraction.astype(dtype)[:, None, None]
         entry = np.dtype(dtype).itemsize
         batch = max(1, min(n_rows, _W1_BUFFER_BYTES // (n_cols * padded * entry)))
+        # Buffers reused by every batch: the masks gathered in sorted order as bytes (the
+        # masks are 0/1; a quarter of float32's memory traffic in the random-access gather)
+        # and the working values.
+        gathered_buffer = np.empty(padded * n_cols * batch, dtype=np.uint8)
+        work_buffer = np.empty(padded * n_cols * batch, dtype=dtype)
         for b0 in range(0, n_rows, batch):
             b1 = min(n_rows, b0 + batch)
-            by_row = np.ascontiguousarray(masks[b0:b1].T, dtype=dtype)  # (N, w)
-            # work[i, j, b]: mask of assignment b at the i-th smallest value of column j.
-            work = np.empty((padded, n_cols, b1 - b0), dtype=dtype)
-            # mode="clip" avoids the buffered copy of mode="raise"; indices are in range.
-            np.take(by_row, order, axis=0, out=work[:length], mode="clip")
-            work[length:] = 0
+            shape = (padded, n_cols, b1 - b0)
+            size = padded * n_cols * (b1 - b0)
+            by_row = np.ascontiguousarray(masks[b0:b1].T, dtype=np.uint8)  # (N, w)
+            # gathered[slot, j, b]: mask of assignment b at the slot's sorted position in
+            # column j. mode="clip" avoids the buffered copy of mode="raise" (in range).
+            gathered = gathered_buffer[:size].reshape(shape)
+            np.take(by_row, order, axis=0, out=gathered, mode="clip")
+            work = work_buffer[:size].reshape(shape)
             if constant:
-                work -= steps
-                _scan_rows(work, block)
+                np.subtract(gathered, steps, out=work)
+                _scan_blocks(work.reshape(block, n_blocks, -1))
                 work -= fraction
             else:
-                _scan_rows(work, block)
+                np.copyto(work, gathered)
+                _scan_blocks(work.reshape(block, n_blocks, -1))
                 # c_i (1/n + 1/m) − i/m per assignment
                 work *= (1.0 / n[b0:b1] + 1.0 / m[b0:b1])[None, None, :]
-                work[:length] -= (position[:, None] / m[None, b0:b1])[:, None, :]
+                work -= (rank[:, None] / m[None, b0:b1])[:, None, :]
             np.abs(work, out=work)
-            # Σ_i g_i |.|, in segments of rows summed in float64: a float32 dot product over
-            # all N rows would lose ~sqrt(N) ulps.
+            # Σ_i g_i |.|, in segments of slots summed in float64: a float32 dot product over
+            # all N slots would lose ~sqrt(N) ulps.
             for s0 in range(0, padded, _W1_SEGMENT):
-                rows = work[s0 : s0 + _W1_SEGMENT].transpose(1, 0, 2)  # (c, rows, w)
+                rows = work[s0 : s0 + _W1_SEGMENT].transpose(1, 0, 2)  # (c, slots, w)
                 out[b0:b1] += np.matmul(gaps[:, :, s0 : s0 + _W1_SEGMENT], rows)[:, 0, :].T
         if constant:
             out *= n_pooled / (n[0] * m[0])
@@ -369,17 +384,16 @@ class Wasserstein1D:
     test_statistic = staticmethod(_identity)
 
 
-def _scan_rows(work: np.ndarray, block: int) -> None:
-    """In-place inclusive prefix sum along axis 0 of ``work`` (L, ...), L a multiple of
-    ``block``: prefix sums inside blocks of rows as ``block`` vector additions over all blocks
-    at once (numpy's cumulative sum is a scalar loop), then the running block totals added to
-    the blocks after them."""
-    blocks = work.reshape(work.shape[0] // block, block, -1)
-    for t in range(1, block):
-        np.add(blocks[:, t], blocks[:, t - 1], out=blocks[:, t])
-    if blocks.shape[0] > 1:
-        carry = np.cumsum(blocks[:-1, block - 1], axis=0)
-        blocks[1:] += carry[:, None, :]
+def _scan_blocks(work: np.ndarray) -> None:
+    """In-place inclusive prefix sum over the positions of ``work`` (block, n_blocks, k), which
+    holds position ``k_ * block + t`` at ``work[t, k_]``: the prefix sums inside all blocks at
+    once as ``block`` additions of contiguous (n_blocks, k) slices (numpy's cumulative sum is
+    a scalar loop), then the running block totals added to the blocks after them."""
+    for t in range(1, work.shape[0]):
+        np.add(work[t], work[t - 1], out=work[t])
+    if work.shape[1] > 1:
+        carry = np.cumsum(work[-1, :-1], axis=0)
+        work[:, 1:] += carry[None]
 
 
 class HistogramDivergence:
