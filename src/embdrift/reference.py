@@ -907,9 +907,12 @@ class Reference:
         if exact and wanted & {"mmd", "energy"}:
             pooled = np.vstack([anchors, self._sample, current])
             sq = pairwise_sq_distances(pooled)
+            # One N x N matrix beside ``sq`` at a time: the kernel matrix is freed before
+            # the distance matrix is built.
             if "mmd" in wanted:
                 mmd = KernelMMD(pooled, bandwidth=kernel.bandwidth, sq_distances=sq)
                 values["mmd"] = mmd.values(kernel.masks)
+                del mmd
             if "energy" in wanted:
                 stat = EnergyStatistic(pooled, sq_distances=sq)
                 values["energy"], e_between = stat.parts(kernel.masks)

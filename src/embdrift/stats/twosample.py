@@ -57,16 +57,16 @@ class TwoSampleStatistic(Protocol):
 def pairwise_sq_distances(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     """Squared Euclidean distances between rows, float64, clipped at 0.
 
-    Uses ``||a||^2 + ||b||^2 - 2 a b^T`` (one BLAS product); rounding can make tiny
-    negative values, hence the clip, and the diagonal of ``a`` against itself is set to 0.
+    Uses ``||a||^2 + ||b||^2 - 2 a b^T`` (one BLAS product, then in place: one matrix of
+    memory); rounding can make tiny negative values, hence the clip, and the diagonal of ``a``
+    against itself is set to 0.
     """
     a64 = np.asarray(a, dtype=np.float64)
     b64 = a64 if b is None else np.asarray(b, dtype=np.float64)
-    sq = (
-        np.einsum("ij,ij->i", a64, a64)[:, None]
-        + np.einsum("ij,ij->i", b64, b64)[None, :]
-        - 2.0 * (a64 @ b64.T)
-    )
+    sq = a64 @ b64.T
+    sq *= -2.0
+    sq += np.einsum("ij,ij->i", a64, a64)[:, None]
+    sq += np.einsum("ij,ij->i", b64, b64)[None, :]
     np.maximum(sq, 0.0, out=sq)
     if b is None:
         np.fill_diagonal(sq, 0.0)
@@ -106,7 +106,8 @@ class KernelMMD:
         self, pooled: np.ndarray, *, bandwidth: float, sq_distances: np.ndarray | None = None
     ) -> None:
         sq = pairwise_sq_distances(pooled) if sq_distances is None else sq_distances
-        self.kernel = np.exp(-sq / (2.0 * bandwidth**2))
+        self.kernel = np.multiply(sq, -1.0 / (2.0 * bandwidth**2))
+        np.exp(self.kernel, out=self.kernel)
 
     def values(self, masks: np.ndarray) -> np.ndarray:
         n, m = _sides(masks)
@@ -243,8 +244,11 @@ class EnergyStatistic:
     """
 
     def __init__(self, pooled: np.ndarray, *, sq_distances: np.ndarray | None = None) -> None:
-        sq = pairwise_sq_distances(pooled) if sq_distances is None else sq_distances
-        self.distances = np.sqrt(sq)
+        if sq_distances is None:
+            sq = pairwise_sq_distances(pooled)
+            self.distances = np.sqrt(sq, out=sq)  # in place: the matrix is this object's
+        else:
+            self.distances = np.sqrt(sq_distances)
 
     def parts(self, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(E-statistic, 2E‖X−Y‖) per assignment; both NaN (undefined) for an assignment that
