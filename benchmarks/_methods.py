@@ -42,6 +42,7 @@ EMBDRIFT_METRICS = (
     "mean_shift",
     "spread_ratio",
     "reconstruction_error",
+    "local_reconstruction_error",
     "novelty",
     "residual_mean_shift",
 )

@@ -45,6 +45,8 @@ __all__ = ["main"]
 
 ALPHA = 0.05
 B = 199
+#: The decision metrics when this study ran (``reconstruction_error`` was later replaced by
+#: ``local_reconstruction_error``), without ``novelty``.
 WITHOUT_NOVELTY = ("mmd", "energy", "reconstruction_error", "residual_mean_shift")
 
 

@@ -32,6 +32,7 @@ EMBDRIFT_ROWS = [
     "embdrift · mean_shift",
     "embdrift · spread_ratio",
     "embdrift · reconstruction_error",
+    "embdrift · local_reconstruction_error",
     "embdrift · novelty",
     "embdrift · residual_mean_shift",
 ]

@@ -48,8 +48,8 @@ def test_stored_null_false_alarm_rate_over_fresh_references(window: int) -> None
             hits[name] += metric.drifted
     rates = {k: v / RUNS for k, v in hits.items()}
     print(f"stored-null false alarms at window {window}:", rates)
-    # The verdict must lie in the 99% binomial interval; each of the 11 metrics in the 99.9%
-    # one ([0.009, 0.092] at 300 runs), so that 22 per-metric looks do not fail a calibrated
+    # The verdict must lie in the 99% binomial interval; each of the 12 metrics in the 99.9%
+    # one ([0.009, 0.092] at 300 runs), so that 24 per-metric looks do not fail a calibrated
     # null by chance one run in five, while a null that is off (0.15 or 0.01) still fails.
     assert LOW <= rates["combined"] <= HIGH, rates
     outside = {k: v for k, v in rates.items() if not 0.009 <= v <= 0.092}
@@ -144,6 +144,34 @@ def test_stored_nulls_round_trip_and_are_checked(tmp_path) -> None:
     np.savez(tmp_path / "swapped.npz", **swapped)
     with pytest.raises(ReferenceFormatError, match="checksum"):
         Reference.load(tmp_path / "swapped.npz")
+
+
+def test_a_null_saved_before_a_metric_existed_loads_and_leaves_that_metric_out(
+    tmp_path, monkeypatch
+) -> None:
+    """A reference whose stored null an older embdrift simulated without
+    ``local_reconstruction_error`` (saved with METRICS as it was then) still loads; a stored
+    check gives that metric p-value 1 and no say in the verdict, and every other metric the
+    p-value of a null that holds it."""
+    rng = np.random.default_rng(6)
+    x, cur = _window(600, rng), _window(150, rng, shift=0.4)
+    older = {k: v for k, v in METRICS.items() if k != "local_reconstruction_error"}
+    with monkeypatch.context() as patch:
+        patch.setattr("embdrift.reference.METRICS", older)
+        path = Reference.fit(x, seed=0, window_sizes=(150,), n_calibration=99).save(
+            tmp_path / "old.npz"
+        )
+    loaded = Reference.load(path)
+    current = Reference.fit(x, seed=0, window_sizes=(150,), n_calibration=99)
+    assert loaded.reference_id == current.reference_id
+    old_result = loaded.compare(cur, calibration="stored")
+    new_result = current.compare(cur, calibration="stored")
+    left_out = old_result.metrics["local_reconstruction_error"]
+    assert left_out.p_value == 1.0 and not left_out.drifted
+    assert new_result.metrics["local_reconstruction_error"].p_value < 1.0
+    for name in older:
+        assert old_result.metrics[name].p_value == new_result.metrics[name].p_value, name
+    assert old_result.drifted  # the other decision metrics still see the shift
 
 
 def test_stored_calibration_errors_name_the_fix() -> None:

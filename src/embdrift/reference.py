@@ -69,7 +69,7 @@ from embdrift.stats.twosample import (
     column_sums,
     fourier_angles,
     fourier_features,
-    knn_mean_distance,
+    nearest_anchors,
     pairwise_sq_distances,
 )
 
@@ -103,6 +103,10 @@ METRICS: Mapping[str, str] = {
     "spread_ratio": "total top-k variance, current / reference",
     "reconstruction_error": "Wasserstein-1 of the residual norm outside the reference's top"
     " outer_components PCs, in reference residual stds",
+    "local_reconstruction_error": "Wasserstein-1 of the log ratio of each row's residual norm"
+    " outside the top outer_components PCs to the mean residual norm of its novelty_k nearest"
+    " reference fit rows (the anchors): a change of spread, seen against the row's own"
+    " neighbourhood (log units, ~ relative change)",
     "novelty": "mean distance to the k nearest reference fit rows, current minus reference,"
     " in units of the reference's own nearest-neighbour distance (one-sided)",
     "residual_mean_shift": "norm of the mean shift outside the reference's top outer_components"
@@ -110,11 +114,17 @@ METRICS: Mapping[str, str] = {
 }
 
 #: The metrics combined into the verdict by default: complementary views
-#: (full-dimension kernel and distance, new regions, out-of-subspace drift). Every added
+#: (full-dimension kernel and distance, new regions, out-of-subspace drift and spread). Every added
 #: metric costs the combined test some power (the min-p pays for each look), so the
 #: projection metrics are reported with their own p-values but left out of the verdict.
 #: Chosen on seeded synthetic scenarios (benchmarks/RESULTS.md has the measured powers).
-DECISION_METRICS = ("mmd", "energy", "novelty", "reconstruction_error", "residual_mean_shift")
+DECISION_METRICS = (
+    "mmd",
+    "energy",
+    "novelty",
+    "local_reconstruction_error",
+    "residual_mean_shift",
+)
 
 #: The metrics that learn nothing from the fit rows (energy distance is the MMD of the
 #: distance kernel; Sejdinovic et al. (2013), Ann. Statist. 41(5)). In a row-level permutation
@@ -177,6 +187,7 @@ class _Rows:
 
     scores: np.ndarray  # (r, k) float64 PCA scores in reference standard deviations
     residuals: np.ndarray  # (r,) float64 norm outside the outer PCs, in reference stds
+    local_residuals: np.ndarray  # (r,) float64 log residual over the nearest anchors' mean
     novelty: np.ndarray  # (r,) float64 mean distance to the nearest anchors, in reference units
     bins: np.ndarray  # (r,) int PC1 histogram bin
 
@@ -185,6 +196,7 @@ class _Rows:
         return _Rows(
             scores=np.vstack([first.scores, second.scores]),
             residuals=np.concatenate([first.residuals, second.residuals]),
+            local_residuals=np.concatenate([first.local_residuals, second.local_residuals]),
             novelty=np.concatenate([first.novelty, second.novelty]),
             bins=np.concatenate([first.bins, second.bins]),
         )
@@ -199,6 +211,15 @@ _MIN_NULL_GROUPS = 100
 #: is left out of the check: NaN, p-value 1); a side can still come out empty by chance, which
 #: makes that assignment's energy undefined (NaN), scored as no evidence.
 _MIN_ENERGY_SIDE_ROWS = 10
+
+#: Added to both residual norms (in reference residual stds) of ``local_reconstruction_error``'s
+#: log ratio, so that it stays finite where a residual norm is 0 (a row inside the outer
+#: subspace). Far below a residual norm's typical size (its mean over its std, several units)
+#: on references with many more fit rows than ``outer_components``; on a reference with no
+#: more than ``outer_components`` + 1 fit rows the fit rows (the anchors) lie inside their own
+#: subspace up to rounding, the floor dominates their level, and the metric is the residual
+#: norm on a log scale.
+_RESIDUAL_FLOOR = 0.01
 
 #: Rows per chunk when the large-n path computes random features or centred rows of the
 #: current window (bounds the temporaries to chunk x (2J + d) float32, ~24 MB by default).
@@ -265,6 +286,11 @@ class Reference:
         # The test rows never change: their per-row quantities and random-feature angles (of
         # the anchors too) are computed once here (at fit and at load), not at every
         # comparison. Derived state, not saved and not part of the reference_id.
+        _, anchor_norms = self.projection.scores_and_residuals(
+            self.anchors, outside=self.outer_projection
+        )
+        self._anchor_residuals = anchor_norms / self.residual_scale
+        self._anchor_residuals.setflags(write=False)
         self._test_rows = self._rows(self._sample)
         self._test_angles = fourier_angles(
             self._sample, self.rff_frequencies, center=self.projection.mean_
@@ -327,20 +353,24 @@ class Reference:
             once here at the fitted bandwidth (rescaled to a check's bandwidth); used by
             ``mmd`` on the large-n path.
         novelty_k : int
-            Neighbours averaged by the ``novelty`` score.
+            Neighbours averaged by the ``novelty`` score, and whose residual norms make the
+            local level of ``local_reconstruction_error``.
         max_anchors : int
-            Most fit rows kept as anchors: the reference points of the ``novelty`` score,
-            and extra reference rows of ``mmd`` and ``energy`` in a permutation check.
+            Most fit rows kept as anchors: the reference points of the ``novelty`` and
+            ``local_reconstruction_error`` scores, and extra reference rows of ``mmd`` and
+            ``energy`` in a permutation check.
         energy_rows : int
             Most pooled rows the energy distance uses on the large-n path (a seeded,
             label-independent subsample, so its permutation test stays exact).
         outer_components : int
             Leading PCs that make the reference's "outer" subspace. ``residual_mean_shift``
-            compares means and ``reconstruction_error`` compares the residual norms outside
-            it: the directions where the reference itself varies most hide a small shift or a
-            change of spread in their own variance, the rest of the space does not. (On the
-            benchmark's 15% spread change ``reconstruction_error`` alone detects it in 96% of
-            runs outside 50 PCs; more PCs cost a larger real-text reference's new section:
+            compares means and ``reconstruction_error`` and ``local_reconstruction_error``
+            compare the residual norms outside it: the directions where the reference itself
+            varies most hide a small shift or a change of spread in their own variance, the
+            rest of the space does not. (On the benchmark's 15% spread change
+            ``reconstruction_error`` alone detects it in 96% of runs outside 50 PCs and
+            ``local_reconstruction_error``, each row's residual against its nearest anchors'
+            own, in 99.7%; more PCs cost a larger real-text reference's new section:
             ``benchmarks/study_outer.py``, docs/benchmarks.md.)
         align_to : Reference, optional
             The previous reference when refitting: its PCA orientation is kept, so PC1 does
@@ -424,7 +454,7 @@ class Reference:
         if n_fit > max_anchors:
             anchors = fit_rows[np.sort(rng.choice(n_fit, max_anchors, replace=False))]
         k = min(novelty_k, anchors.shape[0] - 1)
-        loo = knn_mean_distance(anchors, anchors, k=k, exclude_self=True)
+        loo = nearest_anchors(anchors, anchors, k=k, exclude_self=True)[0].mean(axis=1)
         residual_scale = float(np.std(outer_norm, ddof=1))
         n_freq = max(n_random_features // 2, 1)
         frequencies = rng.normal(scale=1.0 / bandwidth, size=(x.shape[1], n_freq))
@@ -571,6 +601,9 @@ class Reference:
             (within a factor 2 and on the same path; ``Reference.fit(..., window_sizes=...)``),
             rescaled to this window's size, so the check computes each statistic once; for
             monitoring a fixed window size. ``DriftResult.method`` is then ``"stored_null"``.
+            A metric the stored null does not hold (a reference saved by an embdrift before
+            that metric existed, e.g. without ``local_reconstruction_error``) gets p-value 1
+            and no say in the verdict; refit the reference to test it.
 
         Notes
         -----
@@ -694,7 +727,8 @@ class Reference:
                 smoothing=self.params.smoothing,
             )
             # A metric the stored null left out (every replicate -inf: the energy subsample of
-            # its window size was too small) is left out of this check as well.
+            # its window size was too small, or the file predates the metric) is left out of
+            # this check as well.
             scores[:, np.isneginf(null).all(axis=0)] = -np.inf
             scores = np.vstack([scores, null])
         p_values, critical_values, combined_p = _combine_families(
@@ -852,11 +886,13 @@ class Reference:
         return {k: float(v) for k, v in min_effect.items()}
 
     def _rows(self, x: np.ndarray) -> _Rows:
-        """Scores, reconstruction errors (residual norms outside the outer subspace), novelty
-        and PC1 bins of the rows of ``x`` (float32), in chunks of rows (bounded temporaries)."""
+        """Scores, reconstruction errors (residual norms outside the outer subspace, also as
+        the log ratio to the nearest anchors' own), novelty and PC1 bins of the rows of ``x``
+        (float32), in chunks of rows (bounded temporaries)."""
         n = x.shape[0]
         scores = np.empty((n, self.projection.n_components_))
         residuals = np.empty(n)
+        local_residuals = np.empty(n)
         novelty = np.empty(n)
         for i in range(0, n, _CHUNK_ROWS):
             chunk = x[i : i + _CHUNK_ROWS]
@@ -864,13 +900,18 @@ class Reference:
                 chunk, outside=self.outer_projection
             )
             scores[i : i + len(chunk)] = raw / self.projection.scale_
-            residuals[i : i + len(chunk)] = outer_norm / self.residual_scale
-            novelty[i : i + len(chunk)] = knn_mean_distance(
-                chunk, self.anchors, k=self.params.novelty_k
+            residual = outer_norm / self.residual_scale
+            residuals[i : i + len(chunk)] = residual
+            distances, nearest = nearest_anchors(chunk, self.anchors, k=self.params.novelty_k)
+            novelty[i : i + len(chunk)] = distances.mean(axis=1)
+            around = self._anchor_residuals[nearest].mean(axis=1)
+            local_residuals[i : i + len(chunk)] = np.log(
+                (residual + _RESIDUAL_FLOOR) / (around + _RESIDUAL_FLOOR)
             )
         return _Rows(
             scores=scores,
             residuals=residuals,
+            local_residuals=local_residuals,
             novelty=novelty / self.novelty_scale,
             bins=np.searchsorted(self.pc1_edges, scores[:, 0], side="right"),
         )
@@ -993,16 +1034,21 @@ class Reference:
             columns.append(rows.scores)
         elif "wasserstein_pc1" in wanted:
             columns.append(rows.scores[:, :1])
-        if "reconstruction_error" in wanted:
-            columns.append(rows.residuals[:, None])
+        residual_columns = {
+            "reconstruction_error": rows.residuals,
+            "local_reconstruction_error": rows.local_residuals,
+        }
+        residual_names = [name for name in residual_columns if name in wanted]
+        columns.extend(residual_columns[name][:, None] for name in residual_names)
         if columns:
             w1 = Wasserstein1D(np.hstack(columns)).per_column(masks)
             if "sliced_wasserstein" in wanted:
                 values["sliced_wasserstein"] = w1[:, :k].mean(axis=1)
             if "wasserstein_pc1" in wanted:
                 values["wasserstein_pc1"] = w1[:, 0]
-            if "reconstruction_error" in wanted:
-                values["reconstruction_error"] = w1[:, -1]
+            first = w1.shape[1] - len(residual_names)
+            for j, name in enumerate(residual_names):
+                values[name] = w1[:, first + j]
         return values, between
 
     def _feature_chunks(

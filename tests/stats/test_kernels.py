@@ -21,7 +21,7 @@ from embdrift.stats.twosample import (
     FeatureMMD,
     Wasserstein1D,
     column_sums,
-    knn_mean_distance,
+    nearest_anchors,
     random_fourier_features,
 )
 from embdrift.synthetic import make_scenario
@@ -72,14 +72,15 @@ def test_column_sums_in_chunks_equal_one_product() -> None:
 
 @pytest.mark.parametrize("k", [1, 5, 8, 9, 20])
 @pytest.mark.parametrize("exclude_self", [False, True])
-def test_knn_mean_distance_matches_scikit_learn(k: int, exclude_self: bool) -> None:
+def test_nearest_anchors_match_scikit_learn(k: int, exclude_self: bool) -> None:
     # k <= 8 takes k passes of row minima, k > 8 one partition; chunks of 64 rows cross the
     # leave-one-out diagonal at an offset; duplicated anchors make ties.
     rng = np.random.default_rng(k)
     anchors = rng.normal(size=(150, 12)).astype(np.float32)
     anchors[1::7] = anchors[0]
     rows = anchors if exclude_self else rng.normal(size=(300, 12)).astype(np.float32)
-    got = knn_mean_distance(rows, anchors, k=k, exclude_self=exclude_self, chunk=64)
+    got, chosen = nearest_anchors(rows, anchors, k=k, exclude_self=exclude_self, chunk=64)
+    assert got.shape == chosen.shape == (len(rows), k)
     tree = NearestNeighbors(n_neighbors=k + exclude_self).fit(anchors.astype(np.float64))
     dist, index = tree.kneighbors(rows.astype(np.float64))
     if exclude_self:
@@ -87,16 +88,22 @@ def test_knn_mean_distance_matches_scikit_learn(k: int, exclude_self: bool) -> N
         own = index == np.arange(len(rows))[:, None]
         own[own.sum(axis=1) == 0, -1] = True
         dist = dist[~own].reshape(len(rows), k)
+        assert not (chosen == np.arange(len(rows))[:, None]).any()
     # float32 BLAS distances: a duplicate's 0 comes out near sqrt(eps32) * |r| (~1e-3 here).
-    np.testing.assert_allclose(got, dist.mean(axis=1), rtol=2e-4, atol=3e-3)
+    np.testing.assert_allclose(np.sort(got, axis=1), dist, rtol=2e-4, atol=3e-3)
+    # The indices name anchors at those distances (any of tied duplicates will do).
+    exact = np.linalg.norm(rows[:, None, :] - anchors[chosen], axis=2)
+    np.testing.assert_allclose(exact, got, rtol=2e-4, atol=3e-3)
+    assert all(len(set(row)) == k for row in chosen.tolist())
 
 
-def test_knn_mean_distance_refuses_a_k_the_anchors_cannot_give() -> None:
+def test_nearest_anchors_refuse_a_k_the_anchors_cannot_give() -> None:
     anchors = np.eye(6, dtype=np.float32)
     for k, exclude_self in ((0, False), (7, False), (6, True), (9, False)):
         with pytest.raises(InvalidParameterError, match=f"k={k} nearest anchors"):
-            knn_mean_distance(anchors, anchors, k=k, exclude_self=exclude_self)
-    assert knn_mean_distance(anchors, anchors, k=5, exclude_self=True).shape == (6,)
+            nearest_anchors(anchors, anchors, k=k, exclude_self=exclude_self)
+    distances, chosen = nearest_anchors(anchors, anchors, k=5, exclude_self=True)
+    assert distances.shape == chosen.shape == (6, 5)
 
 
 def test_permutation_masks_draw_every_split_uniformly() -> None:

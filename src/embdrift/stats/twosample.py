@@ -36,7 +36,7 @@ __all__ = [
     "column_sums",
     "fourier_angles",
     "fourier_features",
-    "knn_mean_distance",
+    "nearest_anchors",
     "pairwise_sq_distances",
     "random_fourier_features",
 ]
@@ -478,20 +478,21 @@ class MeanDifference:
     test_statistic = staticmethod(_identity)
 
 
-def knn_mean_distance(
+def nearest_anchors(
     rows: np.ndarray,
     anchors: np.ndarray,
     *,
     k: int,
     exclude_self: bool = False,
     chunk: int = 4096,
-) -> np.ndarray:
-    """Mean Euclidean distance (n,) from each row to its ``k`` nearest ``anchors``.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean distances (n, k) from each row to its ``k`` nearest ``anchors``, float64, and
+    those anchors' indices (n, k), both in no particular order within a row.
 
     Exact brute force in row chunks (memory O(chunk x anchors)); ``exclude_self`` drops the
     distance of row i to anchor i (leave-one-out, when ``rows`` are the anchors). The nearest
     anchors are chosen on ‖a‖² − 2 r·a, which orders the anchors of row r as ‖r − a‖² does;
-    ‖r‖² is added to the k chosen only.
+    ‖r‖² is added to the k chosen only. Ties go to either anchor.
     """
     candidates = anchors.shape[0] - int(exclude_self)
     if not 1 <= k <= candidates:
@@ -499,7 +500,8 @@ def knn_mean_distance(
             f"k={k} nearest anchors asked of {candidates} candidate anchors per row; use"
             f" 1 <= k <= {candidates}."
         )
-    out = np.empty(rows.shape[0])
+    distances = np.empty((rows.shape[0], k))
+    indices = np.empty((rows.shape[0], k), dtype=np.intp)
     a32 = np.asarray(anchors, dtype=np.float32)
     a_sq = np.einsum("ij,ij->i", a32, a32)
     for start in range(0, rows.shape[0], chunk):
@@ -511,32 +513,36 @@ def knn_mean_distance(
         if exclude_self:
             idx = np.arange(block.shape[0])
             block[idx, start + idx] = np.inf
-        nearest = _smallest_per_row(block, k)
+        nearest, chosen = _smallest_per_row(block, k)
         nearest += np.einsum("ij,ij->i", r32, r32)[:, None]
         np.maximum(nearest, 0.0, out=nearest)
-        out[start : start + chunk] = np.sqrt(nearest).mean(axis=1)
-    return out
+        distances[start : start + chunk] = np.sqrt(nearest)
+        indices[start : start + chunk] = chosen
+    return distances, indices
 
 
 #: Up to this many neighbours, :func:`_smallest_per_row` takes k passes of row minima; above
-#: it, one introselect (``np.partition``). With 500 anchors per row the passes are the faster
-#: up to about k = 8 on numpy 2, and several times faster at k = 5 on numpy 1.26, whose
+#: it, one introselect (``np.argpartition``). With 500 anchors per row the passes are the
+#: faster up to about k = 8 on numpy 2, and several times faster at k = 5 on numpy 1.26, whose
 #: partition is not vectorised (the peers environment of ``benchmarks/run.py``).
 _MINIMA_PASSES_K = 8
 
 
-def _smallest_per_row(block: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` smallest values of each row of ``block`` (r, c), in no particular order;
-    ``block`` may be overwritten."""
+def _smallest_per_row(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` smallest values of each row of ``block`` (r, c) and their column indices
+    (r, k), in no particular order; ``block`` may be overwritten."""
     if k > _MINIMA_PASSES_K:
-        return np.partition(block, k - 1, axis=1)[:, :k]
+        chosen = np.argpartition(block, k - 1, axis=1)[:, :k]
+        return np.take_along_axis(block, chosen, axis=1), chosen
     rows = np.arange(block.shape[0])
     out = np.empty((block.shape[0], k), dtype=block.dtype)
+    chosen = np.empty((block.shape[0], k), dtype=np.intp)
     for j in range(k):
         first = np.argmin(block, axis=1)
         out[:, j] = block[rows, first]
+        chosen[:, j] = first
         block[rows, first] = np.inf
-    return out
+    return out, chosen
 
 
 class MeanShift:

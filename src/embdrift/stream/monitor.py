@@ -202,8 +202,8 @@ class StreamMonitor:
         ``window`` (tumbling windows); smaller gives sliding windows.
     alpha : float
         Level of each window's test: family-wise by min-p over ``STREAM_DECISION_METRICS``
-        (mmd, reconstruction_error, residual_mean_shift, as the batch verdict); every metric
-        also gets its own p-value.
+        (mmd, reconstruction_error, residual_mean_shift; the batch verdict's sketchable
+        counterparts); every metric also gets its own p-value.
     consecutive : int
         Drifted windows in a row that raise the alert (default 1); one non-drifted window
         clears it.

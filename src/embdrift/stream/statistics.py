@@ -60,8 +60,10 @@ STREAM_METRICS: Mapping[str, tuple[str, str]] = {
 }
 
 #: The metrics whose min-p makes a window's verdict, as ``DECISION_METRICS`` in the batch
-#: check (the batch's ``energy`` and ``novelty`` have no sketch): every metric added to the
-#: min-p costs power, the others keep their own p-values.
+#: check (the batch's ``energy``, ``novelty`` and ``local_reconstruction_error`` have no
+#: sketch, the last two needing each row's nearest anchors; the plain
+#: ``reconstruction_error`` stands in): every metric added to the min-p costs power, the
+#: others keep their own p-values.
 STREAM_DECISION_METRICS = ("mmd", "reconstruction_error", "residual_mean_shift")
 
 _GRID = (np.arange(GRID_SIZE) + 0.5) / GRID_SIZE
