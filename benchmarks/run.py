@@ -650,7 +650,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         kept = [r for r in (old_rows or []) if r["method"] not in args.methods]  # type: ignore[union-attr]
         order = list(dict.fromkeys(str(r["method"]) for r in (old_rows or [])))  # type: ignore[union-attr]
         kept_meta = None
-        if kept and old_meta is not None:
+        kept_methods = {str(r["method"]) for r in kept}
+        previous = old_meta.get("kept") if old_meta is not None else None
+        if kept and isinstance(previous, dict) and kept_methods <= set(previous["methods"]):
+            # The saved run kept these rows itself: their source is the run it names.
+            kept_meta = previous
+        elif kept and old_meta is not None:
             kept_meta = {
                 "methods": list(dict.fromkeys(str(r["method"]) for r in kept)),
                 **{k: old_meta[k] for k in ("command", "date", "commit", "load") if k in old_meta},
