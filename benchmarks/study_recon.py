@@ -130,16 +130,15 @@ def rejections(dataset: str, scenario: str, seeds: range, n: int) -> dict[str, i
     for seed in seeds:
         reference, current = pair(scenario, n, seed, real)
         decisions: dict[str, bool] = {}
-        for label, cls in (("two-sided", Reference), ("one-sided", OneSidedReconstruction)):
-            fitted = cls.fit(reference, seed=seed)
+        plain = Reference.fit(reference, seed=seed)
+        one_sided = OneSidedReconstruction.fit(reference, seed=seed)
+        for label, fitted in (("two-sided", plain), ("one-sided", one_sided)):
             result = fitted.compare(current, seed=seed, metrics=metrics, decision_metrics=metrics)
             decisions[f"verdict {label}"] = result.drifted
             decisions[f"alone {label}"] = result.metrics["reconstruction_error"].p_value <= ALPHA
-        outer = fitted.params.outer_components
+        outer = plain.params.outer_components
         decisions["alone pooled"] = pooled_p_value(reference, current, outer, seed) <= ALPHA
-        local = Reference.fit(reference, seed=seed).compare(
-            current, seed=seed, metrics=list(DECISION_METRICS)
-        )
+        local = plain.compare(current, seed=seed, metrics=list(DECISION_METRICS))
         decisions["verdict local"] = local.drifted
         decisions["alone local"] = local.metrics["local_reconstruction_error"].p_value <= ALPHA
         for key, rejected in decisions.items():
