@@ -6,8 +6,10 @@ On the real-text ``section_mix`` scenario (python's share 12.5% -> 25%) the verd
 projection family's decision metrics barely see this shift, so the verdict is about the
 kernel family at its share of alpha: 2/5 x 0.05 = 0.02. A statistic that closed the gap would
 need the kernel family's power at 0.02 to reach the peers' at 0.05. Three exact routes, each
-measured beside ``energy`` on the detection part's pairs (pair seed 10,000 + s) with the same
-``B`` permutations of the pooled rows (seed s)::
+measured beside ``energy`` on the detection part's pairs (pair seed 10,000 + s), 500
+permutations per run from seed s: the same permutations of the pooled rows for every route
+that permutes all rows, and permutations of the held-out rows with the current window for the
+cluster shares::
 
     .venv/bin/python benchmarks/study_section_mix.py --seeds 300 --jobs 2
 
