@@ -3,11 +3,12 @@ print the rejection rates."""
 
 from __future__ import annotations
 
+import argparse
 import time
-from collections.abc import Callable
-from concurrent.futures import Executor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
 
-__all__ = ["print_rates"]
+__all__ = ["print_rates", "run_cases"]
 
 #: ``study(dataset, scenario, seeds, size)`` -> rejection counts per decision over ``seeds``.
 Study = Callable[[str, str, range, int], dict[str, int]]
@@ -37,3 +38,41 @@ def print_rates(
     rates = ", ".join(f"{k} {v / runs:.3f}" for k, v in hits.items())
     elapsed = time.perf_counter() - start
     print(f"{dataset} {scenario} ({runs} runs, {elapsed:.0f} s): {rates}", flush=True)
+
+
+def run_cases(
+    study: Study,
+    cases: Sequence[tuple[str, str]],
+    *,
+    description: str,
+    argv: list[str] | None = None,
+) -> int:
+    """The command line of a study over ``cases`` ((dataset, scenario) pairs): ``--seeds``,
+    ``--n``, ``--jobs`` and ``--cases``; prints one line of rates per case."""
+    names = [f"{d} {s}" for d, s in cases]
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seeds", type=int, default=300, help="runs per scenario")
+    parser.add_argument("--n", type=int, default=500, help="rows per side")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes")
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        default=names,
+        choices=names,
+        metavar="CASE",
+        help="'dataset scenario' pairs to run (default: all)",
+    )
+    args = parser.parse_args(argv)
+    with ProcessPoolExecutor(args.jobs) as pool:
+        for dataset, scenario in (case.split(" ", 1) for case in args.cases):
+            print_rates(
+                pool,
+                study,
+                dataset,
+                scenario,
+                seeds=args.seeds,
+                jobs=args.jobs,
+                size=args.n,
+                runs=args.seeds,
+            )
+    return 0

@@ -30,10 +30,8 @@ part's pairs (pair seed 10,000 + s) with a fit and permutation seed of their own
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _scenarios as scenarios  # noqa: E402
-from _study import print_rates  # noqa: E402
+from _study import run_cases  # noqa: E402
 
 from embdrift.projection import FrozenPCA  # noqa: E402
 from embdrift.reference import DECISION_METRICS, Reference  # noqa: E402
@@ -147,32 +145,7 @@ def rejections(dataset: str, scenario: str, seeds: range, n: int) -> dict[str, i
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=300, help="runs per scenario")
-    parser.add_argument("--n", type=int, default=500, help="rows per side")
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes")
-    parser.add_argument(
-        "--cases",
-        nargs="+",
-        default=[f"{d} {s}" for d, s in CASES],
-        choices=[f"{d} {s}" for d, s in CASES],
-        metavar="CASE",
-        help="'dataset scenario' pairs to run (default: all)",
-    )
-    args = parser.parse_args(argv)
-    with ProcessPoolExecutor(args.jobs) as pool:
-        for dataset, scenario in (case.split(" ", 1) for case in args.cases):
-            print_rates(
-                pool,
-                rejections,
-                dataset,
-                scenario,
-                seeds=args.seeds,
-                jobs=args.jobs,
-                size=args.n,
-                runs=args.seeds,
-            )
-    return 0
+    return run_cases(rejections, CASES, description=__doc__.split("\n\n")[0], argv=argv)
 
 
 if __name__ == "__main__":

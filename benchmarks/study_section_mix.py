@@ -33,9 +33,7 @@ family's share of alpha in the verdict), with the verdict of ``compare`` (defaul
 
 from __future__ import annotations
 
-import argparse
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +42,7 @@ from sklearn.cluster import KMeans
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _scenarios as scenarios  # noqa: E402
-from _study import print_rates  # noqa: E402
+from _study import run_cases  # noqa: E402
 
 from embdrift.projection import FrozenPCA  # noqa: E402
 from embdrift.reference import Reference  # noqa: E402
@@ -131,32 +129,7 @@ def rejections(dataset: str, scenario: str, seeds: range, n: int) -> dict[str, i
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=300, help="runs per scenario")
-    parser.add_argument("--n", type=int, default=500, help="rows per side")
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes")
-    parser.add_argument(
-        "--cases",
-        nargs="+",
-        default=[f"{d} {s}" for d, s in CASES],
-        choices=[f"{d} {s}" for d, s in CASES],
-        metavar="CASE",
-        help="'dataset scenario' pairs to run (default: all)",
-    )
-    args = parser.parse_args(argv)
-    with ProcessPoolExecutor(args.jobs) as pool:
-        for dataset, scenario in (case.split(" ", 1) for case in args.cases):
-            print_rates(
-                pool,
-                rejections,
-                dataset,
-                scenario,
-                seeds=args.seeds,
-                jobs=args.jobs,
-                size=args.n,
-                runs=args.seeds,
-            )
-    return 0
+    return run_cases(rejections, CASES, description=__doc__.split("\n\n")[0], argv=argv)
 
 
 if __name__ == "__main__":
