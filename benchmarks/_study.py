@@ -8,10 +8,28 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 
-__all__ = ["print_rates", "run_cases"]
+__all__ = ["print_all_rates", "print_rates", "run_cases"]
 
 #: ``study(dataset, scenario, seeds, size)`` -> rejection counts per decision over ``seeds``.
 Study = Callable[[str, str, range, int], dict[str, int]]
+
+
+def print_all_rates(
+    study: Study,
+    cases: Sequence[tuple[str, str]],
+    *,
+    seeds: int,
+    jobs: int,
+    size: int,
+    runs: int,
+) -> None:
+    """:func:`print_rates` of every (dataset, scenario) pair of ``cases``, in order, on one
+    pool of ``jobs`` worker processes."""
+    with ProcessPoolExecutor(jobs) as pool:
+        for dataset, scenario in cases:
+            print_rates(
+                pool, study, dataset, scenario, seeds=seeds, jobs=jobs, size=size, runs=runs
+            )
 
 
 def print_rates(
@@ -63,16 +81,6 @@ def run_cases(
         help="'dataset scenario' pairs to run (default: all)",
     )
     args = parser.parse_args(argv)
-    with ProcessPoolExecutor(args.jobs) as pool:
-        for dataset, scenario in (case.split(" ", 1) for case in args.cases):
-            print_rates(
-                pool,
-                study,
-                dataset,
-                scenario,
-                seeds=args.seeds,
-                jobs=args.jobs,
-                size=args.n,
-                runs=args.seeds,
-            )
+    chosen = [(d, s) for d, s in (case.split(" ", 1) for case in args.cases)]
+    print_all_rates(study, chosen, seeds=args.seeds, jobs=args.jobs, size=args.n, runs=args.seeds)
     return 0

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _scenarios as scenarios  # noqa: E402
 import numpy as np  # noqa: E402
-from _study import print_rates  # noqa: E402
+from _study import print_all_rates  # noqa: E402
 
 from embdrift.reference import Reference  # noqa: E402
 from embdrift.results import DriftResult  # noqa: E402
@@ -132,18 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.large_reference:
         study, cases, size = large_reference_rejections, LARGE_CASES, args.windows
         runs = args.seeds * args.windows
-    with ProcessPoolExecutor(args.jobs) as pool:
-        for dataset, scenario in cases:
-            print_rates(
-                pool,
-                study,
-                dataset,
-                scenario,
-                seeds=args.seeds,
-                jobs=args.jobs,
-                size=size,
-                runs=runs,
-            )
+    print_all_rates(study, cases, seeds=args.seeds, jobs=args.jobs, size=size, runs=runs)
     return 0
 
 
